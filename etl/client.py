@@ -1,0 +1,305 @@
+"""Extract: a small httpx client for OpenRouter's analytics endpoints.
+
+What the API does that its contract does not say (see ``shared/reference/api-notes.md``):
+
+* ``GET /activity`` needs a *management* key; an inference key gets 403, a bad key 401.
+* It returns the last 30 *completed* UTC days, never today, in one unpaginated response
+  when ``date`` is omitted; ``date=YYYY-MM-DD`` outside that window is a 400.
+* Errors are ``{"error": {"code": N, "message": "..."}}`` with the HTTP status equal to
+  ``code``, except from the edge, where 5xx bodies may be HTML.
+* 408, 429 and 5xx are transient (429 and 503 may say ``Retry-After`` in seconds, 429 may
+  say ``X-RateLimit-Reset`` in epoch milliseconds); 400, 401, 403 and 404 are final.
+* Rate limits are undocumented, so the caller keeps requests few.
+
+The client retries transient failures with exponential backoff and jitter, bounded in
+attempts and in total time, and returns the raw body with its parsed JSON so that the
+caller can archive exactly what OpenRouter sent.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from etl import __version__
+from etl.config import OpenRouterConfig
+from etl.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    InvalidResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientAPIError,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"openrouter-archive/{__version__} httpx/{httpx.__version__} python/{platform.python_version()}"
+MANAGEMENT_KEYS_URL = "https://openrouter.ai/settings/management-keys"
+RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    max_total_seconds: float = 300.0
+    initial: float = 0.5
+    multiplier: float = 1.5
+    max_wait: float = 60.0
+
+    @classmethod
+    def from_config(cls, cfg: OpenRouterConfig) -> RetryPolicy:
+        return cls(cfg.max_attempts, cfg.max_retry_seconds, cfg.backoff_initial, cfg.backoff_multiplier, cfg.backoff_max)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One successful response: the bytes as received and their parsed JSON."""
+
+    path: str
+    params: dict[str, str]
+    status: int
+    content_type: str
+    body: bytes
+    document: Any
+    fetched_at: datetime
+    attempts: int = 1
+
+
+@dataclass
+class _Retryable(Exception):
+    """Internal: a failure worth another attempt."""
+
+    description: str
+    retry_after: float | None = None
+    status: int | None = None
+    api_message: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class OpenRouterClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        max_response_bytes: int = 128 * 1024 * 1024,
+        api_key_env: str = "OPENROUTER_API_KEY",
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._max_bytes = max_response_bytes
+        self._key_env = api_key_env
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/",
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "User-Agent": USER_AGENT,
+                "X-Title": "openrouter-archive",
+                "Accept": "application/json",
+            },
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_config(cls, cfg: OpenRouterConfig, api_key: str, **kwargs: Any) -> OpenRouterClient:
+        return cls(
+            cfg.base_url,
+            api_key,
+            timeout=cfg.timeout_seconds,
+            retry=RetryPolicy.from_config(cfg),
+            max_response_bytes=cfg.max_response_mb * 1024 * 1024,
+            api_key_env=cfg.api_key_env,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:  # the default would be harmless, but say so explicitly
+        return f"OpenRouterClient(base_url={str(self._http.base_url)!r})"
+
+    def __enter__(self) -> OpenRouterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def activity(self, date: str | None = None, **filters: str | None) -> Fetched:
+        """``GET /activity``: one day with ``date``, else the whole 30-day window."""
+        params = {k: v for k, v in {"date": date, **filters}.items() if v is not None}
+        return self.get("activity", params)
+
+    def credits(self) -> Fetched:
+        return self.get("credits", {})
+
+    # -- machinery -------------------------------------------------------------------------
+
+    def get(self, path: str, params: Mapping[str, str]) -> Fetched:
+        policy = self._retry
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Retryable),
+            stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_total_seconds),
+            wait=self._wait,
+            sleep=self._sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        started = time.monotonic()
+        try:
+            for attempt in retrying:
+                with attempt:
+                    fetched = self._attempt(path, dict(params))
+                    return Fetched(**{**fetched.__dict__, "attempts": attempt.retry_state.attempt_number})
+        except _Retryable as exc:
+            n = retrying.statistics.get("attempt_number", policy.max_attempts)
+            raise TransientAPIError(
+                f"GET /{path} failed after {n} attempt(s) in {time.monotonic() - started:.1f}s; last error: {exc}",
+                status=exc.status,
+                api_message=exc.api_message,
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        policy = self._retry
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return max(0.0, min(retry_after, policy.max_wait))
+        backoff = wait_exponential_jitter(
+            initial=policy.initial, max=policy.max_wait, exp_base=policy.multiplier, jitter=policy.initial
+        )
+        return backoff(state)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s; retrying in %.1fs (attempt %d of %d)", exc, wait, state.attempt_number + 1, self._retry.max_attempts)
+
+    def _attempt(self, path: str, params: dict[str, str]) -> Fetched:
+        what = f"GET /{path}" + (f"?{httpx.QueryParams(params)}" if params else "")
+        try:
+            with self._http.stream("GET", path, params=params) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise self._status_error(what, response)
+                body = self._read_capped(what, response)
+                content_type = response.headers.get("content-type", "")
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"{what}: timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"{what}: network error: {type(exc).__name__}: {exc or 'connection lost'}") from None
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            # An edge proxy can answer 200 with an HTML page; worth another attempt.
+            raise _Retryable(f"{what}: the body is not JSON ({_short(exc)}): {_snippet(body)}") from None
+        return Fetched(path, params, 200, content_type, body, document, datetime.now(timezone.utc))
+
+    def _read_capped(self, what: str, response: httpx.Response) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self._max_bytes:
+            raise InvalidResponseError(f"{what}: response of {int(declared):,} bytes exceeds the {self._max_bytes:,}-byte limit (openrouter.max_response_mb)")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise InvalidResponseError(f"{what}: response exceeds the {self._max_bytes:,}-byte limit (openrouter.max_response_mb)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _status_error(self, what: str, response: httpx.Response) -> Exception:
+        status = response.status_code
+        api_message = _api_message(response)
+        detail = f"{status} {api_message}" if api_message else f"{status} {response.reason_phrase}"
+        if status in RETRYABLE_STATUSES:
+            return _Retryable(f"{what}: {detail}", retry_after=_retry_after(response), status=status, api_message=api_message)
+        if status == 401:
+            return AuthenticationError(
+                f"OpenRouter rejected the API key ({detail}). Check that ${self._key_env} holds a valid management key.",
+                status=status, api_message=api_message,
+            )
+        if status == 403:
+            return PermissionDeniedError(
+                f"OpenRouter refused {what.split('?')[0]} ({detail}). This endpoint needs a management key, not an "
+                f"inference key: create one at {MANAGEMENT_KEYS_URL} and put it in ${self._key_env}.",
+                status=status, api_message=api_message,
+            )
+        if status == 404:
+            return NotFoundError(
+                f"{what}: not found ({detail}) at {response.request.url.copy_with(query=None)}; check openrouter.base_url.",
+                status=status, api_message=api_message,
+            )
+        if status == 400:
+            return BadRequestError(f"{what}: OpenRouter refused the request ({detail})", status=status, api_message=api_message)
+        return APIError(f"{what}: unexpected answer {detail}", status=status, api_message=api_message)
+
+
+def _api_message(response: httpx.Response) -> str | None:
+    """OpenRouter's own error text, or None when the body is not its JSON error shape."""
+    try:
+        doc = response.json()
+    except ValueError:
+        return None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return str(message)[:300] if message else None
+
+
+def _retry_after(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds the server asked us to wait, from Retry-After or X-RateLimit-Reset."""
+    value = response.headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now())
+            except (TypeError, ValueError):
+                return None
+    reset = response.headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) / 1000.0 - now())
+        except ValueError:
+            return None
+    return None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split("\n")[0][:120]
+
+
+def _snippet(body: bytes, limit: int = 80) -> str:
+    text = body[:limit].decode("utf-8", "replace").replace("\n", " ")
+    return repr(text + ("…" if len(body) > limit else ""))

@@ -1,0 +1,78 @@
+"""Create and evolve the warehouse with the Alembic migrations shipped with the package."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from etl.errors import WarehouseError
+
+
+@cache
+def script_location() -> Path:
+    package = Path(__file__).resolve().parent
+    # A wheel carries the scripts inside the package; a source checkout has them beside it.
+    for candidate in (package / "_migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise WarehouseError("the Alembic migrations are missing from this installation")
+
+
+def _alembic_config():  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()))
+    return cfg
+
+
+@cache
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError as exc:
+        raise WarehouseError(f"cannot read the warehouse: {_reason(exc)}") from None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Migrate to ``revision``; returns (before, after). A no-op when already there."""
+    before = current_revision(engine)
+    if revision == "head" and before == head_revision():
+        return before, before
+    _run("upgrade", engine, revision)
+    return before, current_revision(engine) or "base"
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    _run("downgrade", engine, revision)
+
+
+def _run(direction: str, engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    cfg = _alembic_config()
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            getattr(command, direction)(cfg, revision)
+    except SQLAlchemyError as exc:
+        raise WarehouseError(f"migration failed, the warehouse is unchanged: {_reason(exc)}") from None
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    return str(getattr(exc, "orig", None) or exc).split("\n")[0]

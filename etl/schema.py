@@ -1,0 +1,143 @@
+"""The warehouse tables, as SQLAlchemy Core metadata.
+
+These definitions are what queries are written against; the database itself is created
+and evolved only by the Alembic migrations in ``migrations/``, and a test checks that the
+two agree. Timestamps are UTC; ``activity.date`` is the UTC calendar day as ``YYYY-MM-DD``
+text, the API's own format, so that it sorts and compares as a date on every engine.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the engine keeps."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("trigger", String(20), nullable=False),  # sync | backfill | demo | daemon
+    Column("outcome", String(20), nullable=False),  # running | ok | partial | failed
+    Column("days_requested", Integer, nullable=False, default=0),
+    Column("days_fetched", Integer, nullable=False, default=0),
+    Column("requests", Integer, nullable=False, default=0),
+    Column("rows_inserted", Integer, nullable=False, default=0),
+    Column("rows_updated", Integer, nullable=False, default=0),
+    Column("rows_unchanged", Integer, nullable=False, default=0),
+    Column("error", Text),
+)
+
+raw_responses = Table(
+    "raw_responses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("sync_runs.id")),
+    Column("fetched_at", UTCDateTime, nullable=False),
+    Column("endpoint", String(50), nullable=False),
+    Column("params", Text, nullable=False),  # JSON object of the query parameters
+    Column("status", Integer, nullable=False),
+    Column("content_type", String(200), nullable=False),
+    Column("encoding", String(20), nullable=False),  # compression of body: gzip
+    Column("body", LargeBinary, nullable=False),
+    Column("body_bytes", BigInteger, nullable=False),  # size before compression
+    Column("sha256", String(64), nullable=False),  # of the uncompressed body
+)
+
+activity = Table(
+    "activity",
+    metadata,
+    Column("date", String(10), primary_key=True),
+    Column("endpoint_id", String(200), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("model_permaslug", String(200), nullable=False),
+    Column("provider_name", String(200), nullable=False),
+    Column("usage", Float, nullable=False),
+    Column("byok_usage_inference", Float, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger),
+    Column("first_archived_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "model", "date"),
+    Index(None, "provider_name", "date"),
+)
+
+archived_days = Table(
+    "archived_days",
+    metadata,
+    Column("date", String(10), primary_key=True),
+    Column("row_count", Integer, nullable=False),
+    Column("first_archived_at", UTCDateTime, nullable=False),
+    Column("last_fetched_at", UTCDateTime, nullable=False),
+    Column("run_id", Integer, ForeignKey("sync_runs.id")),
+    Column("raw_response_id", Integer, ForeignKey("raw_responses.id")),
+)
+
+credits_snapshots = Table(
+    "credits_snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("fetched_at", UTCDateTime, nullable=False),
+    Column("total_credits", Float, nullable=False),
+    Column("total_usage", Float, nullable=False),
+    Column("raw_response_id", Integer, ForeignKey("raw_responses.id")),
+)
+
+ACTIVITY_METRICS = (
+    "usage",
+    "byok_usage_inference",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+)
+ACTIVITY_ATTRIBUTES = ("model", "model_permaslug", "provider_name")

@@ -1,0 +1,185 @@
+"""Validate: check every ``/activity`` item before anything is written.
+
+Pure functions, no I/O. A response is split by day; each day is accepted whole or
+rejected whole, so a bad item never leaves a partial day in the warehouse. The rules
+follow the live API rather than only its contract:
+
+* ``date`` comes as ``2026-08-23`` or, live, ``2026-08-23 00:00:00``; both are stored as
+  the calendar date ``2026-08-23``.
+* Counts are integers, but older spec versions typed them as doubles, so ``5.0`` is a
+  count of 5; ``5.5``, negatives, booleans and strings are errors.
+* ``reasoning_tokens`` may exceed ``completion_tokens``.
+* ``usage`` and ``byok_usage_inference`` are finite USD amounts (NaN and Infinity are errors).
+* Fields beyond the spec are allowed (kept in the raw archive); ``cached_tokens`` is a column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+
+from etl.errors import InvalidResponseError
+
+MAX_COUNT = 2**63 - 1  # what a 64-bit integer column holds
+_DATE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ T]00:00:00(?:\.0+)?(?:Z|\+00:00)?)?$")
+
+METRIC_COLUMNS = (
+    "usage",
+    "byok_usage_inference",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+)
+ROW_COLUMNS = ("date", "endpoint_id", "model", "model_permaslug", "provider_name", *METRIC_COLUMNS)
+
+
+def normalize_date(value: object) -> str:
+    """``YYYY-MM-DD`` for a valid calendar date in either API format, else ValueError."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a date string, got {_show(value)}")
+    match = _DATE_RE.match(value.strip())
+    if not match:
+        raise ValueError(f"expected YYYY-MM-DD or 'YYYY-MM-DD 00:00:00', got {_show(value)}")
+    try:
+        return date.fromisoformat(match.group(1)).isoformat()
+    except ValueError:
+        raise ValueError(f"not a calendar date: {_show(value)}") from None
+
+
+def _count(value: object) -> object:
+    # bool is an int subclass; True is never a count.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number, got {_show(value)}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"must be a whole number, got {_show(value)}")
+        return int(value)
+    if not isinstance(value, int):
+        raise ValueError(f"must be a whole number, got {_show(value)}")
+    return value
+
+
+def _amount(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, got {_show(value)}")
+    return float(value)
+
+
+Count = Annotated[int, BeforeValidator(_count), Field(ge=0, le=MAX_COUNT)]
+Amount = Annotated[float, BeforeValidator(_amount), Field(allow_inf_nan=False)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=1000)]
+
+
+class ActivityItem(BaseModel):
+    """One row of ``GET /activity``: a (date, endpoint) aggregate."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    date: Annotated[str, BeforeValidator(normalize_date)]
+    model: Name
+    model_permaslug: Name
+    endpoint_id: Name
+    provider_name: Name
+    usage: Amount
+    byok_usage_inference: Amount
+    requests: Count
+    prompt_tokens: Count
+    completion_tokens: Count
+    reasoning_tokens: Count
+    cached_tokens: Count | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ROW_COLUMNS}
+
+
+@dataclass
+class ParsedActivity:
+    """A response split by day: rows of the accepted days, reasons for the rejected ones."""
+
+    days: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+def parse_activity(document: Any, window: tuple[date, date]) -> ParsedActivity:
+    """Split and validate a ``/activity`` document against the requested window.
+
+    Raises InvalidResponseError when the document cannot be split by day at all (wrong
+    shape, an item that is not an object or has no readable date).
+    """
+    items = _data_items(document)
+    first, last = window[0].isoformat(), window[1].isoformat()
+    by_day: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InvalidResponseError(f"item {index} of the response is {_kind(item)}, not an object")
+        try:
+            day = normalize_date(item.get("date"))
+        except ValueError as exc:
+            raise InvalidResponseError(f"item {index} of the response has no usable date: {exc}") from None
+        by_day.setdefault(day, []).append((index, item))
+
+    parsed = ParsedActivity()
+    for day, day_items in sorted(by_day.items()):
+        if not first <= day <= last:
+            parsed.rejected[day] = f"dated outside the requested window {first}..{last}"
+            continue
+        try:
+            parsed.days[day] = validate_day(day, day_items)
+        except ValueError as exc:
+            parsed.rejected[day] = str(exc)
+    return parsed
+
+
+def validate_day(day: str, items: Iterable[tuple[int, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows of one day, or ValueError naming the item, the field and the value."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, raw in items:
+        try:
+            item = ActivityItem.model_validate(raw)
+        except ValidationError as exc:
+            raise ValueError(_describe(index, raw, exc)) from None
+        if item.endpoint_id in seen:
+            raise ValueError(f"item {index}: duplicate row for endpoint_id {item.endpoint_id!r}")
+        seen.add(item.endpoint_id)
+        rows.append(item.row())
+    return rows
+
+
+def _data_items(document: Any) -> list[Any]:
+    if not isinstance(document, Mapping):
+        raise InvalidResponseError(f"expected a JSON object with a 'data' list, got {_kind(document)}")
+    data = document.get("data")
+    if not isinstance(data, list):
+        raise InvalidResponseError(f"expected 'data' to be a list, got {_kind(data)}")
+    return data
+
+
+def _describe(index: int, raw: Mapping[str, Any], exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    fieldname = ".".join(str(p) for p in err["loc"]) or "?"
+    endpoint = raw.get("endpoint_id")
+    where = f"item {index}" + (f" (endpoint_id {endpoint!r})" if isinstance(endpoint, str) else "")
+    if err["type"] == "missing":
+        return f"{where}: {fieldname}: missing"
+    message = err["msg"].removeprefix("Value error, ")
+    value = raw.get(str(err["loc"][0])) if err["loc"] else None
+    if "got" in message:
+        return f"{where}: {fieldname}: {message}"
+    return f"{where}: {fieldname}: {message}, got {_show(value)}"
+
+
+def _show(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
