@@ -22,6 +22,7 @@ import email.utils
 import json
 import logging
 import platform
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,6 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_before_delay,
-    wait_exponential_jitter,
 )
 
 from etl import __version__
@@ -68,6 +68,16 @@ class RetryPolicy:
     @classmethod
     def from_config(cls, cfg: OpenRouterConfig) -> RetryPolicy:
         return cls(cfg.max_attempts, cfg.max_retry_seconds, cfg.backoff_initial, cfg.backoff_multiplier, cfg.backoff_max)
+
+
+def backoff_delay(attempt: int, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> float:
+    """Wait after failed attempt ``attempt`` (1-based): exponential, capped, plus jitter.
+
+    The jitter (up to one initial wait) keeps many archivers, restarted together, from
+    retrying in lockstep.
+    """
+    base = min(policy.max_wait, policy.initial * policy.multiplier ** (attempt - 1))
+    return min(policy.max_wait, base + rand() * policy.initial)
 
 
 @dataclass(frozen=True)
@@ -195,10 +205,7 @@ class OpenRouterClient:
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return max(0.0, min(retry_after, policy.max_wait))
-        backoff = wait_exponential_jitter(
-            initial=policy.initial, max=policy.max_wait, exp_base=policy.multiplier, jitter=policy.initial
-        )
-        return backoff(state)
+        return backoff_delay(state.attempt_number, policy)
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

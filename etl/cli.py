@@ -1,0 +1,268 @@
+"""The ``openrouter-archive`` command line: one command per job, each a short path
+(open the warehouse → fetch → save). Heavy imports happen inside commands so that
+``--help`` and quick commands start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from etl import __version__
+from etl.errors import ArchiveError, ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from etl.client import OpenRouterClient
+    from etl.config import Config
+    from etl.sync import SyncReport
+
+
+@dataclass
+class App:
+    """What every command needs, built lazily from the global options."""
+
+    config_path: str | None
+    quiet: bool = False
+    debug: bool = False
+
+    @cached_property
+    def config(self) -> Config:
+        from etl.config import load_config
+
+        return load_config(self.config_path)
+
+    def engine(self, migrate: bool = True) -> Engine:
+        from etl import migrate as migrations
+        from etl.db import open_engine
+
+        engine = open_engine(self.config.warehouse_url)
+        if migrate:
+            migrations.upgrade(engine)
+        return engine
+
+    def client(self, api_key: str | None = None) -> OpenRouterClient:
+        from etl.client import MANAGEMENT_KEYS_URL, OpenRouterClient
+        from etl.config import read_api_key
+        from etl.logs import register_secret
+
+        cfg = self.config.openrouter
+        key = api_key or read_api_key(self.config)
+        if not key:
+            raise ConfigError(
+                f"no API key: set ${cfg.api_key_env} (or put it in ./.env) to a management key from "
+                f"{MANAGEMENT_KEYS_URL}; or try `openrouter-archive demo`, which needs none"
+            )
+        register_secret(key)
+        return OpenRouterClient.from_config(cfg, key)
+
+
+class ArchiveGroup(click.Group):
+    """Turns expected failures into one line on stderr and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from etl.logs import redact
+
+        try:
+            return super().invoke(ctx)
+        except ArchiveError as exc:
+            click.echo(redact(f"Error: {exc}"), err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            app = ctx.obj
+            if isinstance(app, App) and app.debug:
+                raise
+            click.echo(redact(f"Error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)"), err=True)
+            ctx.exit(1)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(cls=ArchiveGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", envvar="OPENROUTER_ARCHIVE_CONFIG", help="Config file (default: ./config.toml, then the user config dir).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the final summary.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.version_option(__version__, prog_name="openrouter-archive")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, debug: bool) -> None:
+    """Keep a permanent history of an OpenRouter account's usage.
+
+    OpenRouter's /activity endpoint only serves the last 30 completed UTC days; this tool
+    archives every day into a SQLite warehouse before it disappears.
+    """
+    from etl.logs import setup_logging
+
+    setup_logging(verbose, quiet)
+    ctx.obj = App(config_path, quiet=quiet, debug=debug)
+
+
+def _run_and_report(app: App, trigger: str, plan: Callable[[Engine, Any], list[Any]], api_key: str | None = None) -> SyncReport:
+    from etl.render import DayPrinter, describe_report
+    from etl.sync import run_sync
+
+    engine = app.engine()
+    with app.client(api_key) as client:
+        days = plan(engine, app.config)
+        with DayPrinter(len(days), quiet=app.quiet) as printer:
+            report = run_sync(engine, client, days, trigger=trigger, on_day=printer)
+    click.echo(describe_report(report))
+    if report.error:
+        raise ArchiveError(report.error)
+    return report
+
+
+def _plan_sync(engine: Engine, config: Config) -> list[Any]:
+    from etl.sync import completed_window, plan_sync, utc_today
+    from etl.warehouse import archived_dates
+
+    today = utc_today()
+    first, last = completed_window(today)
+    with engine.connect() as conn:
+        have = archived_dates(conn, first.isoformat(), last.isoformat())
+    return plan_sync(today, have, config.sync.refetch_days)
+
+
+@cli.command()
+@pass_app
+def sync(app: App) -> None:
+    """Archive every completed day not yet archived, plus the most recent ones again.
+
+    Fetches the days of the 30-day API window that the warehouse does not hold yet and
+    the [sync] refetch_days most recent days (late data). Exits 0 only when every day
+    asked for was archived.
+    """
+    report = _run_and_report(app, "sync", _plan_sync)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--days", type=click.IntRange(1, 30), default=None, help="Only the last N completed days (default: all 30).")
+@pass_app
+def backfill(app: App, days: int | None) -> None:
+    """Fetch the whole API window (or its last N days) again and upsert it."""
+    from etl.sync import plan_backfill, utc_today
+
+    report = _run_and_report(app, "backfill", lambda _e, _c: plan_backfill(utc_today(), days))
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@pass_app
+def credits(app: App) -> None:
+    """Fetch, store and print the credit balance (purchased, used, remaining)."""
+    from etl import warehouse
+    from etl.errors import InvalidResponseError
+    from etl.render import usd
+
+    engine = app.engine()
+    with app.client() as client:
+        fetched = client.credits()
+    data = fetched.document.get("data") if isinstance(fetched.document, dict) else None
+    try:
+        total, used = float(data["total_credits"]), float(data["total_usage"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        raise InvalidResponseError(f"GET /credits: unexpected body: {fetched.body[:120]!r}") from None
+    with engine.begin() as conn:
+        raw_id = warehouse.store_raw(conn, fetched, None)
+        warehouse.save_credits(conn, total, used, fetched.fetched_at, raw_id)
+    click.echo(f"purchased  {usd(total)}\nused       {usd(used)}\nremaining  {usd(total - used)}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Show what the archive holds: days, gaps, days already lost, the last run."""
+    from etl.render import status_lines
+    from etl.status import read_status
+    from etl.sync import utc_today
+
+    report = read_status(app.engine(migrate=False), utc_today())
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo("\n".join(status_lines(report)))
+
+
+@cli.group()
+def db() -> None:
+    """Warehouse maintenance."""
+
+
+@db.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Create the warehouse or migrate it to the newest schema."""
+    from etl import migrate
+
+    before, after = migrate.upgrade(app.engine(migrate=False))
+    where = app.config.warehouse_url
+    click.echo(f"{where}: already at revision {after}" if before == after else f"{where}: migrated {before or 'empty'} -> {after}")
+
+
+@cli.command()
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="Keep the demo warehouse at this path (default: a temporary folder).")
+@pass_app
+def demo(app: App, db_path: str | None) -> None:
+    """Archive a simulated account end to end, with no key and no set-up.
+
+    Starts the bundled OpenRouter stand-in on loopback, backfills a demo warehouse from
+    it, and prints the archive's status and a spend summary.
+    """
+    import secrets
+    import tempfile
+    from pathlib import Path
+
+    from etl.config import BASE_URL_ENV, DB_ENV, apply_env_overrides
+    from etl.query import spend_by
+    from etl.render import spend_table, status_lines
+    from etl.standin import StandIn
+    from etl.status import read_status
+    from etl.sync import plan_backfill, utc_today
+
+    tmp = None
+    if db_path is None:
+        tmp = tempfile.TemporaryDirectory(prefix="openrouter-archive-demo-")
+        db_path = str(Path(tmp.name) / "demo.db")
+    key = "sk-or-v1-demo-" + secrets.token_hex(16)
+    try:
+        with StandIn(management_key=key) as api:
+            app.config = apply_env_overrides(
+                app.config, {BASE_URL_ENV: api.base_url, DB_ENV: f"sqlite:///{Path(db_path).resolve()}"}
+            )
+            click.echo(f"Demo: a simulated OpenRouter account at {api.base_url}, warehouse {db_path}\n")
+            report = _run_and_report(app, "demo", lambda _e, _c: plan_backfill(utc_today()), api_key=key)
+        engine = app.engine(migrate=False)
+        click.echo("")
+        click.echo("\n".join(status_lines(read_status(engine, utc_today()))))
+        click.echo("")
+        with engine.connect() as conn:
+            spend_table(spend_by(conn, "model"), "model", title="Spend by model, last 30 days")
+        engine.dispose()
+        if tmp is None:
+            click.echo(f"\nThe demo warehouse stays at {db_path}; try: OPENROUTER_ARCHIVE_DB=sqlite:///{db_path} openrouter-archive status")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if not report.ok:
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="openrouter-archive")

@@ -1,0 +1,135 @@
+"""Terminal output: per-day progress, sync summaries, status and spend tables.
+
+Formatting helpers are pure; the printers write to stdout (a progress bar on a terminal,
+one line per day otherwise, so that cron mail and journald stay readable).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from etl.status import ArchiveStatus, as_ranges
+from etl.sync import DayOutcome, SyncReport
+
+
+def usd(value: float) -> str:
+    return f"${value:,.2f}" if abs(value) >= 1 or value == 0 else f"${value:,.4f}"
+
+
+def human_count(value: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:,.0f}"
+
+
+def human_bytes(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"
+
+
+def describe_day(o: DayOutcome) -> str:
+    if o.status == "archived":
+        detail = f"{o.rows} rows" if o.rows else "no activity"
+        return f"{o.day}  archived  {detail} ({o.inserted} new, {o.updated} changed, {o.unchanged} unchanged)"
+    return f"{o.day}  {o.status}  {o.error}"
+
+
+def describe_report(r: SyncReport) -> str:
+    planned = len(r.planned)
+    if planned == 0:
+        return f"{r.trigger}: nothing to fetch, the archive is up to date"
+    return (
+        f"{r.trigger}: {r.archived} of {planned} day(s) archived in {r.requests} request(s), {r.seconds:.1f}s; "
+        f"rows: {r.total('inserted')} new, {r.total('updated')} changed, {r.total('unchanged')} unchanged"
+    )
+
+
+class DayPrinter:
+    """Reports each day as it is archived."""
+
+    def __init__(self, total: int, quiet: bool = False):
+        self.total, self.quiet = total, quiet
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> DayPrinter:
+        if not self.quiet and sys.stdout.isatty() and self.total > 1:
+            from rich.progress import Progress
+
+            self._progress = Progress(transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task("archiving", total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, outcome: DayOutcome) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+            if outcome.status != "archived":
+                self._progress.console.print(describe_day(outcome))
+        elif not self.quiet or outcome.status != "archived":
+            click.echo(describe_day(outcome))
+
+
+def status_lines(s: ArchiveStatus) -> list[str]:
+    lines = [f"warehouse     {s.warehouse} ({human_bytes(s.warehouse_bytes)})"]
+    if s.schema_revision is None:
+        return lines + ["archive       empty: not created yet (run `openrouter-archive sync`)"]
+    lines.append(f"schema        revision {s.schema_revision}")
+    if s.days_archived:
+        lines.append(
+            f"archived      {s.days_archived} day(s), {s.first_day} .. {s.last_day}, {s.rows:,} rows, {s.empty_days} day(s) without activity"
+        )
+    else:
+        lines.append("archived      no days yet")
+    lines.append(f"API window    {s.window_first} .. {s.window_last}")
+    lines.append(f"to fetch      {_days(s.pending)}")
+    lines.append(f"lost          {_days(s.lost)}" + ("  (older than the API window: gone for good)" if s.lost else ""))
+    if s.last_run:
+        r = s.last_run
+        lines.append(
+            f"last run      #{r['id']} {r['trigger']} {r['outcome']} at {r['finished_at'] or r['started_at']}: "
+            f"{r['days_fetched']}/{r['days_requested']} days, {r['rows_inserted']} new, {r['rows_updated']} changed"
+            + (f"; error: {r['error']}" if r["error"] else "")
+        )
+    lines.append(f"last success  {s.last_success_at or 'never'}")
+    if s.credits:
+        c = s.credits
+        lines.append(f"credits       {usd(c['total_credits'] - c['total_usage'])} remaining (as of {c['fetched_at']})")
+    return lines
+
+
+def _days(days: Sequence[str]) -> str:
+    if not days:
+        return "none"
+    ranges = as_ranges(days)
+    shown = ", ".join(ranges[:6]) + (f", … ({len(ranges) - 6} more ranges)" if len(ranges) > 6 else "")
+    return f"{len(days)} day(s): {shown}"
+
+
+def spend_table(rows: Sequence[Any], group_label: str, title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_footer=True)
+    totals = [sum(getattr(r, f) for r in rows) for f in ("usage", "byok_usage_inference", "requests", "prompt_tokens", "completion_tokens")]
+    table.add_column(group_label, footer="total")
+    for label, total, fmt in zip(("spend", "BYOK spend", "requests", "prompt tokens", "completion tokens"), totals, (usd, usd, human_count, human_count, human_count)):
+        table.add_column(label, footer=fmt(total), justify="right")
+    for r in rows:
+        table.add_row(str(r.group), usd(r.usage), usd(r.byok_usage_inference), human_count(r.requests), human_count(r.prompt_tokens), human_count(r.completion_tokens))
+    Console().print(table)

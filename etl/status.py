@@ -1,0 +1,108 @@
+"""What the archive holds, what it misses, and what is already lost for good."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from etl.db import sqlite_path
+from etl.migrate import current_revision
+from etl.schema import activity, archived_days, credits_snapshots, sync_runs
+from etl.sync import completed_window, days_between
+
+
+@dataclass(frozen=True)
+class Gaps:
+    pending: list[str]  # missing days still inside the API window: the next sync fetches them
+    lost: list[str]  # missing days older than the window: OpenRouter no longer has them
+
+
+def find_gaps(archived: Iterable[str], today: date) -> Gaps:
+    """Days missing between the first archived day and yesterday, split by recoverability."""
+    have = set(archived)
+    if not have:
+        return Gaps([], [])
+    window_first, yesterday = completed_window(today)
+    first = date.fromisoformat(min(have))
+    missing = [d for d in days_between(first, yesterday) if d.isoformat() not in have]
+    return Gaps(
+        pending=[d.isoformat() for d in missing if d >= window_first],
+        lost=[d.isoformat() for d in missing if d < window_first],
+    )
+
+
+def as_ranges(days: Iterable[str]) -> list[str]:
+    """Collapse sorted ISO dates into 'first..last' ranges for display."""
+    ranges: list[list[date]] = []
+    for d in sorted(date.fromisoformat(x) for x in days):
+        if ranges and d - ranges[-1][1] == timedelta(days=1):
+            ranges[-1][1] = d
+        else:
+            ranges.append([d, d])
+    return [a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in ranges]
+
+
+@dataclass
+class ArchiveStatus:
+    warehouse: str
+    warehouse_bytes: int | None
+    schema_revision: str | None
+    window_first: str
+    window_last: str
+    days_archived: int = 0
+    empty_days: int = 0
+    rows: int = 0
+    first_day: str | None = None
+    last_day: str | None = None
+    pending: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    last_run: dict[str, Any] | None = None
+    last_success_at: str | None = None
+    credits: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_status(engine: Engine, today: date) -> ArchiveStatus:
+    window_first, window_last = completed_window(today)
+    path = sqlite_path(engine)
+    size = None
+    if path is not None and path.exists():
+        size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+    status = ArchiveStatus(
+        warehouse=engine.url.render_as_string(hide_password=True),
+        warehouse_bytes=size,
+        schema_revision=current_revision(engine) if path is None or path.exists() else None,
+        window_first=window_first.isoformat(),
+        window_last=window_last.isoformat(),
+    )
+    if status.schema_revision is None:
+        return status
+    with engine.connect() as conn:
+        days = list(conn.execute(select(archived_days.c.date, archived_days.c.row_count)))
+        status.days_archived = len(days)
+        status.empty_days = sum(1 for _, n in days if n == 0)
+        status.rows = conn.execute(select(func.count()).select_from(activity)).scalar_one()
+        if days:
+            status.first_day = min(d for d, _ in days)
+            status.last_day = max(d for d, _ in days)
+        gaps = find_gaps((d for d, _ in days), today)
+        status.pending, status.lost = gaps.pending, gaps.lost
+        last = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc()).limit(1)).mappings().first()
+        if last:
+            status.last_run = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in last.items()}
+        success = conn.execute(select(func.max(sync_runs.c.finished_at)).where(sync_runs.c.outcome == "ok")).scalar()
+        status.last_success_at = success.isoformat() if success else None
+        snap = conn.execute(select(credits_snapshots).order_by(credits_snapshots.c.id.desc()).limit(1)).mappings().first()
+        if snap:
+            status.credits = {
+                "fetched_at": snap["fetched_at"].isoformat(),
+                "total_credits": snap["total_credits"],
+                "total_usage": snap["total_usage"],
+            }
+    return status

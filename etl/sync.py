@@ -1,0 +1,212 @@
+"""Sync: decide which completed days to fetch, fetch them, validate, load.
+
+The API window is the 30 completed UTC days before today (today−30 … today−1); a day
+older than that is gone from OpenRouter for good, so the warehouse is its only copy and
+is never touched again. A sync fetches every day of the window not yet archived plus the
+``refetch_days`` most recent ones (late data); a backfill fetches the whole window, or its
+last N days.
+
+Requests: one ``GET /activity`` without ``date`` returns the whole window, so any plan of
+two or more days costs a single request; a plan of exactly one day asks for that day
+alone (``date=``), which keeps the response small. Days of the response that were not
+planned are left alone (the raw response still keeps them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Literal
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from etl import warehouse
+from etl.client import OpenRouterClient
+from etl.errors import ArchiveError, WarehouseError
+from etl.validate import parse_activity
+
+log = logging.getLogger(__name__)
+
+WINDOW_DAYS = 30
+DayStatus = Literal["archived", "rejected", "failed"]
+
+
+def utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+def completed_window(today: date, days: int = WINDOW_DAYS) -> tuple[date, date]:
+    """First and last day OpenRouter still serves: today−30 … today−1."""
+    return today - timedelta(days=days), today - timedelta(days=1)
+
+
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def plan_sync(today: date, archived: Iterable[str], refetch_days: int) -> list[date]:
+    """Days a sync fetches: missing ones in the window, plus the most recent ``refetch_days``."""
+    first, last = completed_window(today)
+    have = set(archived)
+    recent = set(days_between(last - timedelta(days=refetch_days - 1), last)) if refetch_days > 0 else set()
+    return [d for d in days_between(first, last) if d.isoformat() not in have or d in recent]
+
+
+def plan_backfill(today: date, days: int | None = None) -> list[date]:
+    first, last = completed_window(today)
+    if days is not None:
+        first = max(first, last - timedelta(days=days - 1))
+    return days_between(first, last)
+
+
+def plan_requests(days: list[date]) -> list[tuple[date | None, tuple[date, date]]]:
+    """(date parameter, window it covers) per request: one request whatever the plan."""
+    if not days:
+        return []
+    if len(days) == 1:
+        return [(days[0], (days[0], days[0]))]
+    return [(None, (min(days), max(days)))]
+
+
+@dataclass(frozen=True)
+class DayOutcome:
+    day: str
+    status: DayStatus
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    error: str | None = None
+
+
+@dataclass
+class SyncReport:
+    run_id: int
+    trigger: str
+    planned: list[str]
+    outcomes: list[DayOutcome] = field(default_factory=list)
+    requests: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        archived = {o.day for o in self.outcomes if o.status == "archived"}
+        return self.error is None and archived >= set(self.planned)
+
+    def total(self, attribute: str) -> int:
+        return sum(getattr(o, attribute) for o in self.outcomes)
+
+    @property
+    def archived(self) -> int:
+        return sum(o.status == "archived" for o in self.outcomes)
+
+
+def run_sync(
+    engine: Engine,
+    client: OpenRouterClient,
+    days: list[date],
+    *,
+    trigger: str,
+    on_day: Callable[[DayOutcome], None] = lambda _: None,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> SyncReport:
+    """Fetch, validate and load ``days``; every day is archived whole or not at all.
+
+    Never raises for an expected failure: the report (and the run log) says which days
+    were archived, which were rejected and why, and the error that ended the run, if any.
+    """
+    started = time.monotonic()
+    run_id = warehouse.start_run(engine, trigger, now())
+    report = SyncReport(run_id, trigger, [d.isoformat() for d in days])
+    try:
+        for date_param, window in plan_requests(days):
+            wanted = [d.isoformat() for d in days if window[0] <= d <= window[1]]
+            _fetch_and_load(engine, client, report, date_param, window, wanted, on_day, now)
+    except ArchiveError as exc:
+        # The request failed as a whole (auth, retries exhausted, unreadable body, disk):
+        # every day not yet written fails with it, and is fetched again by the next sync.
+        report.error = str(exc)
+        done = {o.day for o in report.outcomes}
+        report.outcomes += [DayOutcome(d, "failed", error=str(exc)) for d in report.planned if d not in done]
+    _finish(engine, report, started, now)
+    return report
+
+
+def _fetch_and_load(
+    engine: Engine,
+    client: OpenRouterClient,
+    report: SyncReport,
+    date_param: date | None,
+    window: tuple[date, date],
+    wanted: list[str],
+    on_day: Callable[[DayOutcome], None],
+    now: Callable[[], datetime],
+) -> None:
+    report.requests += 1
+    fetched = client.activity(date_param.isoformat() if date_param else None)
+    with _writing():
+        with engine.begin() as conn:
+            raw_id = warehouse.store_raw(conn, fetched, report.run_id)
+    parsed = parse_activity(fetched.document, window)
+    for day in sorted(set(parsed.rejected) - set(wanted)):
+        log.warning("ignored %s: %s", day, parsed.rejected[day])
+    for day in wanted:
+        if day in parsed.rejected:
+            outcome = DayOutcome(day, "rejected", error=parsed.rejected[day])
+        else:
+            rows = parsed.days.get(day, [])  # absent from the response: a day without activity
+            with _writing():
+                with engine.begin() as conn:
+                    written = warehouse.save_day(conn, day, rows, now=now(), run_id=report.run_id, raw_response_id=raw_id)
+            if written.vanished:
+                log.warning("%s: %d archived row(s) no longer listed by the API; kept", day, written.vanished)
+            outcome = DayOutcome(day, "archived", written.rows, written.inserted, written.updated, written.unchanged)
+        report.outcomes.append(outcome)
+        on_day(outcome)
+
+
+class _writing:
+    """Turn database failures into a WarehouseError; the transaction has rolled back."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, SQLAlchemyError):
+            reason = str(getattr(exc, "orig", None) or exc).split("\n")[0]
+            raise WarehouseError(f"cannot write to the warehouse: {reason}") from None
+        return False
+
+
+def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[], datetime]) -> None:
+    report.seconds = time.monotonic() - started
+    failed = [o for o in report.outcomes if o.status != "archived"]
+    if report.ok:
+        outcome = "ok"
+    elif report.archived:
+        outcome = "partial"
+    else:
+        outcome = "failed"
+    errors = [f"{o.day}: {o.error}" for o in failed if o.error and o.error != report.error]
+    error = "; ".join(([report.error] if report.error else []) + errors) or None
+    try:
+        warehouse.finish_run(
+            engine,
+            report.run_id,
+            now=now(),
+            outcome=outcome,
+            error=error,
+            days_requested=len(report.planned),
+            days_fetched=report.archived,
+            requests=report.requests,
+            rows_inserted=report.total("inserted"),
+            rows_updated=report.total("updated"),
+            rows_unchanged=report.total("unchanged"),
+        )
+    except SQLAlchemyError as exc:  # the days themselves are already committed
+        log.error("could not record the end of run %d: %s", report.run_id, exc)
