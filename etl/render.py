@@ -17,7 +17,7 @@ from etl.sync import DayOutcome, SyncReport
 
 
 def usd(value: float) -> str:
-    return f"${value:,.2f}" if abs(value) >= 1 or value == 0 else f"${value:,.4f}"
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
 
 
 def human_count(value: float) -> str:
@@ -125,11 +125,12 @@ def spend_table(rows: Sequence[Any], group_label: str, title: str | None = None)
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_footer=True)
+    table = Table(title=title, show_footer=True, title_justify="left")
     totals = [sum(getattr(r, f) for r in rows) for f in ("usage", "byok_usage_inference", "requests", "prompt_tokens", "completion_tokens")]
-    table.add_column(group_label, footer="total")
-    for label, total, fmt in zip(("spend", "BYOK spend", "requests", "prompt tokens", "completion tokens"), totals, (usd, usd, human_count, human_count, human_count)):
+    table.add_column(group_label, footer="total", no_wrap=True)
+    for label, total, fmt in zip(("spend", "BYOK spend", "requests", "tokens in", "tokens out"), totals, (usd, usd, human_count, human_count, human_count)):
         table.add_column(label, footer=fmt(total), justify="right")
     for r in rows:
         table.add_row(str(r.group), usd(r.usage), usd(r.byok_usage_inference), human_count(r.requests), human_count(r.prompt_tokens), human_count(r.completion_tokens))
-    Console().print(table)
+    # Off a terminal rich would assume 80 columns and cut model names short.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

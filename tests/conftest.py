@@ -20,3 +20,53 @@ def _isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     for name in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL", "OPENROUTER_ARCHIVE_DB", "OPENROUTER_ARCHIVE_CONFIG"):
         monkeypatch.delenv(name, raising=False)
+
+
+KEY = "sk-or-v1-test-management-5f2c0c4b9e1d4a7f8b3e6d2a1c0f9e8d"
+INFERENCE_KEY = "sk-or-v1-test-inference-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+# Retries fast enough for tests, still several attempts deep.
+FAST_CONFIG = """
+[openrouter]
+timeout_seconds = 2.0
+max_attempts = 5
+max_retry_seconds = 30
+backoff_initial = 0.01
+backoff_max = 0.05
+"""
+
+
+@pytest.fixture
+def api():
+    from etl.standin import StandIn
+
+    with StandIn(management_key=KEY, inference_key=INFERENCE_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def warehouse_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'archive.db'}"
+
+
+@pytest.fixture
+def cli_env(api, warehouse_url, tmp_path, monkeypatch):
+    """The environment a user would set: key, base URL, warehouse, a config file."""
+    (tmp_path / "config.toml").write_text(FAST_CONFIG)
+    monkeypatch.setenv("OPENROUTER_API_KEY", KEY)
+    monkeypatch.setenv("OPENROUTER_BASE_URL", api.base_url)
+    monkeypatch.setenv("OPENROUTER_ARCHIVE_DB", warehouse_url)
+    return {"OPENROUTER_API_KEY": KEY, "OPENROUTER_BASE_URL": api.base_url, "OPENROUTER_ARCHIVE_DB": warehouse_url}
+
+
+@pytest.fixture
+def run():
+    """Invoke the real CLI in-process; returns click's Result (stdout and stderr apart)."""
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
