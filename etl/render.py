@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from etl.status import ArchiveStatus, as_ranges
-from etl.sync import DayOutcome, SyncReport
+if TYPE_CHECKING:
+    from etl.status import ArchiveStatus
+    from etl.sync import DayOutcome, SyncReport
 
 
 def usd(value: float) -> str:
@@ -114,6 +115,8 @@ def status_lines(s: ArchiveStatus) -> list[str]:
 
 
 def _days(days: Sequence[str]) -> str:
+    from etl.status import as_ranges
+
     if not days:
         return "none"
     ranges = as_ranges(days)

@@ -58,6 +58,10 @@ def test_migrations_and_schema_module_agree(engine):
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 
 
+def test_head_constant_matches_the_migration_scripts():
+    assert migrate.scripts_head() == migrate.HEAD_REVISION
+
+
 def test_downgrade_to_base_and_up_again(engine):
     migrate.downgrade(engine, "base")
     assert migrate.current_revision(engine) is None
