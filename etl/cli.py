@@ -32,6 +32,8 @@ class App:
     config_path: str | None
     quiet: bool = False
     debug: bool = False
+    verbose: int = 0
+    log_format: str = "text"
 
     @cached_property
     def config(self) -> Config:
@@ -48,7 +50,12 @@ class App:
             migrations.upgrade(engine)
         return engine
 
-    def client(self, api_key: str | None = None) -> OpenRouterClient:
+    def writer_lock(self) -> Any:
+        from etl.lock import writer_lock
+
+        return writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds)
+
+    def client(self, api_key: str | None = None, stop: Any = None) -> OpenRouterClient:
         from etl.client import MANAGEMENT_KEYS_URL, OpenRouterClient
         from etl.config import read_api_key
         from etl.logs import register_secret
@@ -61,7 +68,7 @@ class App:
                 f"{MANAGEMENT_KEYS_URL}; or try `openrouter-archive demo`, which needs none"
             )
         register_secret(key)
-        return OpenRouterClient.from_config(cfg, key)
+        return OpenRouterClient.from_config(cfg, key, stop=stop)
 
 
 class ArchiveGroup(click.Group):
@@ -96,9 +103,10 @@ pass_app = click.make_pass_decorator(App)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the final summary.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Log lines on stderr as text or JSON objects.")
 @click.version_option(__version__, prog_name="openrouter-archive")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, debug: bool) -> None:
+def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, debug: bool, log_format: str) -> None:
     """Keep a permanent history of an OpenRouter account's usage.
 
     OpenRouter's /activity endpoint only serves the last 30 completed UTC days; this tool
@@ -106,19 +114,20 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
     """
     from etl.logs import setup_logging
 
-    setup_logging(verbose, quiet)
-    ctx.obj = App(config_path, quiet=quiet, debug=debug)
+    setup_logging(verbose, quiet, log_format)
+    ctx.obj = App(config_path, quiet=quiet, debug=debug, verbose=verbose, log_format=log_format)
 
 
 def _run_and_report(app: App, trigger: str, plan: Callable[[Engine, Any], list[Any]], api_key: str | None = None) -> SyncReport:
     from etl.render import DayPrinter, describe_report
     from etl.sync import run_sync
 
-    engine = app.engine()
-    with app.client(api_key) as client:
-        days = plan(engine, app.config)
-        with DayPrinter(len(days), quiet=app.quiet) as printer:
-            report = run_sync(engine, client, days, trigger=trigger, on_day=printer)
+    with app.writer_lock():
+        engine = app.engine()
+        with app.client(api_key) as client:
+            days = plan(engine, app.config)
+            with DayPrinter(len(days), quiet=app.quiet) as printer:
+                report = run_sync(engine, client, days, trigger=trigger, on_day=printer)
     click.echo(describe_report(report))
     if report.error:
         raise ArchiveError(report.error)
@@ -126,14 +135,9 @@ def _run_and_report(app: App, trigger: str, plan: Callable[[Engine, Any], list[A
 
 
 def _plan_sync(engine: Engine, config: Config) -> list[Any]:
-    from etl.sync import completed_window, plan_sync, utc_today
-    from etl.warehouse import archived_dates
+    from etl.sync import pending_days, utc_today
 
-    today = utc_today()
-    first, last = completed_window(today)
-    with engine.connect() as conn:
-        have = archived_dates(conn, first.isoformat(), last.isoformat())
-    return plan_sync(today, have, config.sync.refetch_days)
+    return pending_days(engine, utc_today(), config.sync.refetch_days)
 
 
 @cli.command()
@@ -186,18 +190,26 @@ def credits(app: App) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--check", is_flag=True, help="Exit 1 when the archive is stale or days are about to be lost (for monitoring).")
 @pass_app
-def status(app: App, as_json: bool) -> None:
-    """Show what the archive holds: days, gaps, days already lost, the last run."""
+def status(app: App, as_json: bool, check: bool) -> None:
+    """Show what the archive holds: days, gaps, days already lost, the last run, health.
+
+    Warns when the newest archived day is older than yesterday by more than
+    [health] stale_after_days, or when days not yet archived are about to leave the API
+    window; with --check, either makes the exit status 1.
+    """
     from etl.render import status_lines
     from etl.status import read_status
     from etl.sync import utc_today
 
-    report = read_status(app.engine(migrate=False), utc_today())
+    report = read_status(app.engine(migrate=False), utc_today(), app.config.health)
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        click.echo(json.dumps({**report.as_dict(), "healthy": report.healthy}, indent=2))
     else:
         click.echo("\n".join(status_lines(report)))
+    if check and not report.healthy:
+        sys.exit(1)
 
 
 @cli.group()
@@ -211,7 +223,8 @@ def db_upgrade(app: App) -> None:
     """Create the warehouse or migrate it to the newest schema."""
     from etl import migrate
 
-    before, after = migrate.upgrade(app.engine(migrate=False))
+    with app.writer_lock():
+        before, after = migrate.upgrade(app.engine(migrate=False))
     where = app.config.warehouse_url
     click.echo(f"{where}: already at revision {after}" if before == after else f"{where}: migrated {before or 'empty'} -> {after}")
 
@@ -262,6 +275,37 @@ def demo(app: App, db_path: str | None) -> None:
             tmp.cleanup()
     if not report.ok:
         sys.exit(1)
+
+
+@cli.command()
+@click.option("--interval-seconds", type=click.FloatRange(min=0.01), hidden=True, help="Sync on a fixed interval instead of sync_cron (tests, soak runs).")
+@pass_app
+def run(app: App, interval_seconds: float | None) -> None:
+    """Run as a service: sync now, then on [schedule] sync_cron (UTC), until stopped.
+
+    Catches up at start after any downtime. A failed sync is retried after
+    [schedule] retry_delay_seconds; SIGTERM or SIGINT finish the day being written and
+    exit 0. One log line per run on stderr (--log-format json for log collectors).
+    """
+    import logging
+    import threading
+
+    from etl.daemon import Daemon
+    from etl.logs import setup_logging
+
+    if not app.quiet and app.verbose == 0:
+        setup_logging(0, fmt=app.log_format, level=logging.INFO)
+    trigger = None
+    if interval_seconds is not None:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        trigger = IntervalTrigger(seconds=interval_seconds)
+    stop = threading.Event()
+    engine = app.engine()
+    with app.client(stop=stop) as client:
+        daemon = Daemon.build(app.config, engine, client, stop, sync_trigger=trigger)
+        daemon.run_forever()
+    engine.dispose()
 
 
 def main() -> None:

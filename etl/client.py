@@ -23,6 +23,7 @@ import json
 import logging
 import platform
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_before_delay,
+    stop_when_event_set,
 )
 
 from etl import __version__
@@ -44,6 +46,7 @@ from etl.errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    Interrupted,
     InvalidResponseError,
     NotFoundError,
     PermissionDeniedError,
@@ -119,10 +122,13 @@ class OpenRouterClient:
         max_response_bytes: int = 128 * 1024 * 1024,
         api_key_env: str = "OPENROUTER_API_KEY",
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self._retry = retry or RetryPolicy()
-        self._sleep = sleep
+        self._stop = stop or threading.Event()
+        # Waiting on the stop event instead of sleeping lets a daemon shut down mid-backoff.
+        self._sleep = sleep or self._stop.wait
         self._max_bytes = max_response_bytes
         self._key_env = api_key_env
         self._http = httpx.Client(
@@ -178,7 +184,9 @@ class OpenRouterClient:
         policy = self._retry
         retrying = Retrying(
             retry=retry_if_exception_type(_Retryable),
-            stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_total_seconds),
+            stop=stop_after_attempt(policy.max_attempts)
+            | stop_before_delay(policy.max_total_seconds)
+            | stop_when_event_set(self._stop),
             wait=self._wait,
             sleep=self._sleep,
             before_sleep=self._log_retry,
@@ -191,6 +199,8 @@ class OpenRouterClient:
                     fetched = self._attempt(path, dict(params))
                     return Fetched(**{**fetched.__dict__, "attempts": attempt.retry_state.attempt_number})
         except _Retryable as exc:
+            if self._stop.is_set():
+                raise Interrupted(f"GET /{path} interrupted while retrying ({exc})") from None
             n = retrying.statistics.get("attempt_number", policy.max_attempts)
             raise TransientAPIError(
                 f"GET /{path} failed after {n} attempt(s) in {time.monotonic() - started:.1f}s; last error: {exc}",

@@ -48,12 +48,27 @@ class WarehouseConfig(_Section):
 
 class SyncConfig(_Section):
     refetch_days: int = Field(default=2, ge=0, le=30)
+    lock_timeout_seconds: float = Field(default=120.0, ge=0)
+
+
+class ScheduleConfig(_Section):
+    sync_cron: str = "30 0 * * *"
+    credits_cron: str = ""
+    retry_delay_seconds: float = Field(default=900.0, ge=0)
+    max_retries: int = Field(default=4, ge=0)
+
+
+class HealthConfig(_Section):
+    stale_after_days: int = Field(default=1, ge=0)
+    window_margin_days: int = Field(default=7, ge=0, le=30)
 
 
 class Config(_Section):
     openrouter: OpenRouterConfig = OpenRouterConfig()
     warehouse: WarehouseConfig = WarehouseConfig()
     sync: SyncConfig = SyncConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    health: HealthConfig = HealthConfig()
     # Where the settings came from, for `status`; not a setting itself.
     source: str = Field(default="built-in defaults", exclude=True)
 

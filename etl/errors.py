@@ -63,3 +63,7 @@ class DayRejected(ArchiveError):
 
 class WarehouseError(ArchiveError):
     """The warehouse cannot be opened, migrated or written."""
+
+
+class Interrupted(ArchiveError):
+    """A stop was requested (SIGTERM, SIGINT); no day was left half-written."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from datetime import datetime, timezone
 
 _secrets: set[str] = set()
 
@@ -29,10 +31,34 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(verbosity: int = 0, quiet: bool = False) -> None:
-    level = logging.ERROR if quiet else logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+# LogRecord attributes that are not user-supplied ``extra`` fields.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors; ``extra`` fields become keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, default=str))
+
+
+def setup_logging(verbosity: int = 0, quiet: bool = False, fmt: str = "text", level: int | None = None) -> None:
+    if level is None:
+        level = logging.ERROR if quiet else logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if verbosity < 2 else "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if verbosity < 2 else "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -40,3 +66,7 @@ def setup_logging(verbosity: int = 0, quiet: bool = False) -> None:
     # httpx logs every request at INFO; useful only when debugging.
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # The daemon logs job failures itself, in one line; APScheduler would add a traceback
+    # for every expected failure (API down, lock busy).
+    logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)

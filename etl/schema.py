@@ -81,7 +81,7 @@ sync_runs = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
     Column("trigger", String(20), nullable=False),  # sync | backfill | demo | daemon
-    Column("outcome", String(20), nullable=False),  # running | ok | partial | failed
+    Column("outcome", String(20), nullable=False),  # running | ok | partial | failed | interrupted
     Column("days_requested", Integer, nullable=False, default=0),
     Column("days_fetched", Integer, nullable=False, default=0),
     Column("requests", Integer, nullable=False, default=0),

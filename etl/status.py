@@ -12,7 +12,8 @@ from sqlalchemy import Engine, func, select
 from etl.db import sqlite_path
 from etl.migrate import current_revision
 from etl.schema import activity, archived_days, credits_snapshots, sync_runs
-from etl.sync import completed_window, days_between
+from etl.config import HealthConfig
+from etl.sync import WINDOW_DAYS, completed_window, days_between
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,29 @@ def as_ranges(days: Iterable[str]) -> list[str]:
     return [a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in ranges]
 
 
+def assess_health(
+    last_day: str | None, pending: Iterable[str], today: date, stale_after_days: int, window_margin_days: int
+) -> list[str]:
+    """Problems a monitoring system should hear about; empty when the archive is healthy."""
+    window_first, yesterday = completed_window(today)
+    problems = []
+    if last_day is None:
+        problems.append("the archive holds no day yet: run `openrouter-archive sync`")
+    else:
+        behind = (yesterday - date.fromisoformat(last_day)).days
+        if behind > stale_after_days:
+            problems.append(f"stale: the newest archived day, {last_day}, is {behind} day(s) behind yesterday")
+    deadline = window_first + timedelta(days=window_margin_days)
+    at_risk = sorted(d for d in pending if date.fromisoformat(d) < deadline)
+    if at_risk:
+        first_loss = date.fromisoformat(at_risk[0]) + timedelta(days=WINDOW_DAYS + 1)
+        problems.append(
+            f"{len(at_risk)} day(s) not archived leave the API window within {window_margin_days} day(s), "
+            f"the first on {first_loss.isoformat()}: {', '.join(as_ranges(at_risk))}"
+        )
+    return problems
+
+
 @dataclass
 class ArchiveStatus:
     warehouse: str
@@ -63,12 +87,24 @@ class ArchiveStatus:
     last_run: dict[str, Any] | None = None
     last_success_at: str | None = None
     credits: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def read_status(engine: Engine, today: date) -> ArchiveStatus:
+def read_status(engine: Engine, today: date, health: HealthConfig | None = None) -> ArchiveStatus:
+    status = _read(engine, today)
+    health = health or HealthConfig()
+    status.problems = assess_health(status.last_day, status.pending, today, health.stale_after_days, health.window_margin_days)
+    return status
+
+
+def _read(engine: Engine, today: date) -> ArchiveStatus:
     window_first, window_last = completed_window(today)
     path = sqlite_path(engine)
     size = None

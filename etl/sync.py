@@ -15,6 +15,7 @@ planned are left alone (the raw response still keeps them).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from etl import warehouse
 from etl.client import OpenRouterClient
-from etl.errors import ArchiveError, WarehouseError
+from etl.errors import ArchiveError, Interrupted, WarehouseError
 from etl.validate import parse_activity
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class SyncReport:
     requests: int = 0
     seconds: float = 0.0
     error: str | None = None
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -106,6 +108,14 @@ class SyncReport:
         return sum(o.status == "archived" for o in self.outcomes)
 
 
+def pending_days(engine: Engine, today: date, refetch_days: int) -> list[date]:
+    """The plan of a sync, from what the warehouse already holds."""
+    first, last = completed_window(today)
+    with engine.connect() as conn:
+        have = warehouse.archived_dates(conn, first.isoformat(), last.isoformat())
+    return plan_sync(today, have, refetch_days)
+
+
 def run_sync(
     engine: Engine,
     client: OpenRouterClient,
@@ -114,23 +124,28 @@ def run_sync(
     trigger: str,
     on_day: Callable[[DayOutcome], None] = lambda _: None,
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    stop: threading.Event | None = None,
 ) -> SyncReport:
     """Fetch, validate and load ``days``; every day is archived whole or not at all.
 
     Never raises for an expected failure: the report (and the run log) says which days
     were archived, which were rejected and why, and the error that ended the run, if any.
+    Setting ``stop`` ends the run between two days (or during a retry wait); the day being
+    written is committed first.
     """
+    stop = stop or threading.Event()
     started = time.monotonic()
     run_id = warehouse.start_run(engine, trigger, now())
     report = SyncReport(run_id, trigger, [d.isoformat() for d in days])
     try:
         for date_param, window in plan_requests(days):
             wanted = [d.isoformat() for d in days if window[0] <= d <= window[1]]
-            _fetch_and_load(engine, client, report, date_param, window, wanted, on_day, now)
+            _fetch_and_load(engine, client, report, date_param, window, wanted, on_day, now, stop)
     except ArchiveError as exc:
         # The request failed as a whole (auth, retries exhausted, unreadable body, disk):
         # every day not yet written fails with it, and is fetched again by the next sync.
         report.error = str(exc)
+        report.interrupted = isinstance(exc, Interrupted)
         done = {o.day for o in report.outcomes}
         report.outcomes += [DayOutcome(d, "failed", error=str(exc)) for d in report.planned if d not in done]
     _finish(engine, report, started, now)
@@ -146,7 +161,9 @@ def _fetch_and_load(
     wanted: list[str],
     on_day: Callable[[DayOutcome], None],
     now: Callable[[], datetime],
+    stop: threading.Event,
 ) -> None:
+    _check(stop)
     report.requests += 1
     fetched = client.activity(date_param.isoformat() if date_param else None)
     with _writing():
@@ -156,6 +173,7 @@ def _fetch_and_load(
     for day in sorted(set(parsed.rejected) - set(wanted)):
         log.warning("ignored %s: %s", day, parsed.rejected[day])
     for day in wanted:
+        _check(stop)
         if day in parsed.rejected:
             outcome = DayOutcome(day, "rejected", error=parsed.rejected[day])
         else:
@@ -168,6 +186,11 @@ def _fetch_and_load(
             outcome = DayOutcome(day, "archived", written.rows, written.inserted, written.updated, written.unchanged)
         report.outcomes.append(outcome)
         on_day(outcome)
+
+
+def _check(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise Interrupted("interrupted: stop requested")
 
 
 class _writing:
@@ -188,6 +211,8 @@ def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[]
     failed = [o for o in report.outcomes if o.status != "archived"]
     if report.ok:
         outcome = "ok"
+    elif report.interrupted:
+        outcome = "interrupted"
     elif report.archived:
         outcome = "partial"
     else:

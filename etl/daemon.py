@@ -1,0 +1,214 @@
+"""Unattended operation: ``openrouter-archive run``.
+
+An APScheduler 3.x ``BlockingScheduler`` in UTC. It syncs once at start (catch-up after
+any downtime), then on ``[schedule] sync_cron``. Catch-up is data-driven, since every
+sync fetches whatever completed days are missing, so no persistent job store is needed.
+Jobs coalesce, run one instance at a time and have no misfire grace limit; listeners log
+missed and failed runs. A failed sync is retried after ``retry_delay_seconds``, at most
+``max_retries`` times in a row, and the next scheduled run happens as usual.
+
+SIGTERM and SIGINT set a stop event: the running sync finishes the day it is writing
+(each day is one transaction), skips the rest, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Engine
+
+from etl import warehouse
+from etl.client import OpenRouterClient
+from etl.config import Config
+from etl.errors import ArchiveError, ConfigError
+from etl.lock import writer_lock
+from etl.sync import SyncReport, pending_days, run_sync, utc_today
+
+log = logging.getLogger("etl.daemon")
+
+SYNC_JOB, RETRY_JOB, CREDITS_JOB = "sync", "sync-retry", "credits"
+
+
+class SyncFailed(ArchiveError):
+    """A scheduled sync did not archive every day it planned."""
+
+
+def cron_trigger(expression: str, setting: str, source: str) -> CronTrigger:
+    try:
+        return CronTrigger.from_crontab(expression, timezone=timezone.utc)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [schedule] {setting}: not a valid cron expression {expression!r} ({exc})") from None
+
+
+@dataclass
+class Daemon:
+    config: Config
+    engine: Engine
+    client: OpenRouterClient
+    stop: threading.Event
+    scheduler: BaseScheduler
+    sync_trigger: BaseTrigger
+    credits_trigger: BaseTrigger | None = None
+    on_report: Callable[[SyncReport], None] = lambda _: None
+    failures_in_a_row: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        engine: Engine,
+        client: OpenRouterClient,
+        stop: threading.Event,
+        *,
+        scheduler: BaseScheduler | None = None,
+        sync_trigger: BaseTrigger | None = None,
+    ) -> Daemon:
+        schedule = config.schedule
+        scheduler = scheduler or BlockingScheduler(timezone=timezone.utc)
+        scheduler.configure(
+            timezone=timezone.utc,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        daemon = cls(
+            config,
+            engine,
+            client,
+            stop,
+            scheduler,
+            sync_trigger or cron_trigger(schedule.sync_cron, "sync_cron", config.source),
+            cron_trigger(schedule.credits_cron, "credits_cron", config.source) if schedule.credits_cron.strip() else None,
+        )
+        scheduler.add_listener(daemon._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_EXECUTED)
+        # next_run_time=now: the catch-up run at start, then the trigger's schedule.
+        scheduler.add_job(daemon.sync_job, daemon.sync_trigger, id=SYNC_JOB, name="sync", next_run_time=_now())
+        if daemon.credits_trigger is not None:
+            scheduler.add_job(daemon.credits_job, daemon.credits_trigger, id=CREDITS_JOB, name="credits")
+        return daemon
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def sync_job(self) -> SyncReport:
+        if self.stop.is_set():
+            raise SyncFailed("not started: stopping")
+        with writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds):
+            days = pending_days(self.engine, utc_today(), self.config.sync.refetch_days)
+            report = run_sync(self.engine, self.client, days, trigger="daemon", stop=self.stop)
+        self.on_report(report)
+        fields = {
+            "event": "sync",
+            "outcome": "ok" if report.ok else ("interrupted" if report.interrupted else "failed"),
+            "run_id": report.run_id,
+            "days_planned": len(report.planned),
+            "days_archived": report.archived,
+            "rows_inserted": report.total("inserted"),
+            "rows_updated": report.total("updated"),
+            "rows_unchanged": report.total("unchanged"),
+            "requests": report.requests,
+            "seconds": round(report.seconds, 3),
+            "next_run": _iso(self.next_run()),
+        }
+        message = (
+            f"sync {fields['outcome']}: {report.archived}/{len(report.planned)} day(s) archived, "
+            f"{fields['rows_inserted']} new, {fields['rows_updated']} changed, {fields['rows_unchanged']} unchanged, "
+            f"{report.requests} request(s), {report.seconds:.1f}s; next run {fields['next_run']}"
+        )
+        if report.ok:
+            log.info(message, extra=fields)
+        elif report.interrupted:
+            log.info(message, extra=fields)
+        else:
+            raise SyncFailed(f"{message}; error: {report.error or 'some days were rejected'}")
+        return report
+
+    def credits_job(self) -> None:
+        fetched = self.client.credits()
+        data = fetched.document.get("data", {}) if isinstance(fetched.document, dict) else {}
+        with self.engine.begin() as conn:
+            raw_id = warehouse.store_raw(conn, fetched, None)
+            warehouse.save_credits(conn, float(data["total_credits"]), float(data["total_usage"]), fetched.fetched_at, raw_id)
+        log.info("credits snapshot: %.2f purchased, %.2f used", data["total_credits"], data["total_usage"], extra={"event": "credits"})
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_event(self, event: Any) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            log.warning("missed the run of job %s scheduled at %s", event.job_id, _iso(event.scheduled_run_time), extra={"event": "missed", "job": event.job_id})
+            return
+        if event.job_id not in (SYNC_JOB, RETRY_JOB):
+            if event.code == EVENT_JOB_ERROR:
+                log.error("job %s failed: %s", event.job_id, event.exception, extra={"event": "failed", "job": event.job_id})
+            return
+        if event.code == EVENT_JOB_EXECUTED:
+            self.failures_in_a_row = 0
+            return
+        assert isinstance(event, JobExecutionEvent)
+        self.failures_in_a_row += 1
+        detail = str(event.exception)
+        if not isinstance(event.exception, ArchiveError):  # a bug: keep the traceback
+            detail = f"unexpected {type(event.exception).__name__}: {event.exception}\n{event.traceback}"
+        log.error("%s", detail, extra={"event": "failed", "job": event.job_id, "failures_in_a_row": self.failures_in_a_row})
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        schedule = self.config.schedule
+        if self.stop.is_set():
+            return
+        if self.failures_in_a_row > schedule.max_retries:
+            log.error("giving up retrying after %d failure(s); next scheduled run at %s", self.failures_in_a_row, _iso(self.next_run()), extra={"event": "retries_exhausted"})
+            self.failures_in_a_row = 0
+            return
+        when = _now() + timedelta(seconds=schedule.retry_delay_seconds)
+        self.scheduler.add_job(self.sync_job, "date", run_date=when, id=RETRY_JOB, name="sync retry", replace_existing=True)
+        log.warning("retry %d of %d at %s", self.failures_in_a_row, schedule.max_retries, _iso(when), extra={"event": "retry_scheduled"})
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def next_run(self) -> datetime | None:
+        job = self.scheduler.get_job(SYNC_JOB)
+        return job.next_run_time if job else None
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Safe from a signal handler: the shutdown itself waits in another thread."""
+        if self.stop.is_set():
+            return
+        log.info("%s: finishing the day being written, then stopping", reason, extra={"event": "stopping"})
+        self.stop.set()
+        threading.Thread(target=self._shutdown, name="shutdown", daemon=True).start()
+
+    def _shutdown(self) -> None:
+        try:
+            self.scheduler.shutdown(wait=True)
+        except Exception:  # already stopped
+            pass
+
+    def run_forever(self) -> None:
+        """Block until SIGTERM or SIGINT; returns once the running job has finished."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: self.request_stop(signal.Signals(signum).name))
+        log.info(
+            "daemon started: sync now, then on %r (UTC)%s",
+            self.config.schedule.sync_cron,
+            f", credits on {self.config.schedule.credits_cron!r}" if self.credits_trigger else "",
+            extra={"event": "started"},
+        )
+        self.scheduler.start()
+        log.info("daemon stopped", extra={"event": "stopped"})
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds") if moment else None
