@@ -66,6 +66,7 @@ def setup_logging(verbosity: int = 0, quiet: bool = False, fmt: str = "text", le
     # httpx logs every request at INFO; useful only when debugging.
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     # The daemon logs job failures itself, in one line; APScheduler would add a traceback
     # for every expected failure (API down, lock busy).
     logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl.errors import WarehouseError
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -63,7 +66,9 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     if revision == "head" and before == head_revision():
         return before, before
     _run("upgrade", engine, revision)
-    return before, current_revision(engine) or "base"
+    after = current_revision(engine) or "base"
+    log.info("warehouse migrated from %s to %s", before or "empty", after)
+    return before, after
 
 
 def downgrade(engine: Engine, revision: str) -> None:

@@ -64,13 +64,16 @@ def plan_backfill(today: date, days: int | None = None) -> list[date]:
     return days_between(first, last)
 
 
-def plan_requests(days: list[date]) -> list[tuple[date | None, tuple[date, date]]]:
-    """(date parameter, window it covers) per request: one request whatever the plan."""
+def plan_requests(days: list[date], api_window: tuple[date, date]) -> list[tuple[date | None, tuple[date, date]]]:
+    """(date parameter, window the answer covers) per request: one request whatever the plan.
+
+    Without ``date`` the answer is the whole API window; its unplanned days are not loaded.
+    """
     if not days:
         return []
     if len(days) == 1:
         return [(days[0], (days[0], days[0]))]
-    return [(None, (min(days), max(days)))]
+    return [(None, api_window)]
 
 
 @dataclass(frozen=True)
@@ -134,11 +137,12 @@ def run_sync(
     written is committed first.
     """
     stop = stop or threading.Event()
+    today = now().date()
     started = time.monotonic()
     run_id = warehouse.start_run(engine, trigger, now())
     report = SyncReport(run_id, trigger, [d.isoformat() for d in days])
     try:
-        for date_param, window in plan_requests(days):
+        for date_param, window in plan_requests(days, completed_window(today)):
             wanted = [d.isoformat() for d in days if window[0] <= d <= window[1]]
             _fetch_and_load(engine, client, report, date_param, window, wanted, on_day, now, stop)
     except ArchiveError as exc:

@@ -13,7 +13,7 @@ def test_window_is_the_30_completed_days_before_today():
 def test_first_sync_fetches_the_whole_window_in_one_request():
     days = plan_sync(TODAY, [], refetch_days=2)
     assert len(days) == 30
-    assert plan_requests(days) == [(None, (date(2026, 10, 23), date(2026, 11, 21)))]
+    assert plan_requests(days, completed_window(TODAY)) == [(None, (date(2026, 10, 23), date(2026, 11, 21)))]
 
 
 def test_daily_sync_fetches_new_day_plus_refetch_days():
@@ -25,13 +25,18 @@ def test_daily_sync_fetches_new_day_plus_refetch_days():
 def test_single_missing_day_is_asked_for_by_date():
     have = [d.isoformat() for d in plan_backfill(TODAY) if d != date(2026, 11, 1)]
     days = plan_sync(TODAY, have, refetch_days=0)
-    assert plan_requests(days) == [(date(2026, 11, 1), (date(2026, 11, 1), date(2026, 11, 1)))]
+    assert plan_requests(days, completed_window(TODAY)) == [(date(2026, 11, 1), (date(2026, 11, 1), date(2026, 11, 1)))]
 
 
 def test_nothing_to_do_means_no_request():
     have = [d.isoformat() for d in plan_backfill(TODAY)]
     assert plan_sync(TODAY, have, refetch_days=0) == []
-    assert plan_requests([]) == []
+    assert plan_requests([], completed_window(TODAY)) == []
+
+
+def test_daily_sync_request_covers_the_whole_api_window():
+    days = [date(2026, 11, 20), date(2026, 11, 21)]
+    assert plan_requests(days, completed_window(TODAY)) == [(None, completed_window(TODAY))]
 
 
 def test_backfill_last_n_days():

@@ -87,6 +87,7 @@ def test_sync_after_backfill_refetches_recent_days_in_one_request(cli_env, run, 
     assert result.exit_code == 0
     assert "2 day(s) archived in 1 request(s)" in result.stdout
     assert [r.path for r in api.requests] == ["/api/v1/activity"]
+    assert result.stderr == ""  # the other 28 days of the answer are not "outside the window"
 
 
 def test_revised_day_is_updated_by_sync(cli_env, run, api, warehouse_url):
