@@ -175,8 +175,10 @@ class Daemon:
     # -- lifecycle -------------------------------------------------------------------------
 
     def next_run(self) -> datetime | None:
-        job = self.scheduler.get_job(SYNC_JOB)
-        return job.next_run_time if job else None
+        # Asked of the trigger, not the scheduler: a job calling scheduler.get_job() while
+        # shutdown(wait=True) holds the job-store lock and waits for that job deadlocks.
+        now = _now()
+        return self.sync_trigger.get_next_fire_time(now, now)
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Safe from a signal handler: the shutdown itself waits in another thread."""

@@ -46,12 +46,12 @@ def writer_lock(warehouse_url: str, timeout: float) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=timeout, poll_interval=0.05)
-    except OSError as exc:
-        raise WarehouseError(f"cannot create the warehouse folder for {path}: {exc.strerror}") from None
-    except Timeout:
+    except Timeout:  # an OSError subclass: catch it first
         raise LockTimeout(
             f"another sync is writing to this warehouse (lock {path}); gave up after {timeout:g}s, try again later"
         ) from None
+    except OSError as exc:
+        raise WarehouseError(f"cannot create the warehouse folder for {path}: {exc.strerror or exc}") from None
     try:
         yield path
     finally:

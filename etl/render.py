@@ -89,7 +89,7 @@ class DayPrinter:
 def status_lines(s: ArchiveStatus) -> list[str]:
     lines = [f"warehouse     {s.warehouse} ({human_bytes(s.warehouse_bytes)})"]
     if s.schema_revision is None:
-        return lines + ["archive       empty: not created yet (run `openrouter-archive sync`)"]
+        return lines + ["archive       empty: not created yet (run `openrouter-archive sync`)"] + [f"health        WARNING: {p}" for p in s.problems]
     lines.append(f"schema        revision {s.schema_revision}")
     if s.days_archived:
         lines.append(
@@ -108,6 +108,10 @@ def status_lines(s: ArchiveStatus) -> list[str]:
             + (f"; error: {r['error']}" if r["error"] else "")
         )
     lines.append(f"last success  {s.last_success_at or 'never'}")
+    if s.problems:
+        lines += [f"health        WARNING: {p}" for p in s.problems]
+    else:
+        lines.append("health        ok")
     if s.credits:
         c = s.credits
         lines.append(f"credits       {usd(c['total_credits'] - c['total_usage'])} remaining (as of {c['fetched_at']})")

@@ -235,7 +235,23 @@ def _build_endpoints() -> tuple[Endpoint, ...]:
 
 
 ENDPOINTS: tuple[Endpoint, ...] = _build_endpoints()
-_ENDPOINTS_BY_ID = {endpoint.id: endpoint for endpoint in ENDPOINTS}
+
+
+def _catalogue(size: int) -> tuple[Endpoint, ...]:
+    """The real-looking endpoints, then regional variants of them for large accounts.
+
+    Large days (thousands of endpoints) are what crash and load tests need; the variant
+    ids are as stable as the catalogue's.
+    """
+    if size <= len(ENDPOINTS):
+        return ENDPOINTS
+    extra = []
+    for i in range(size - len(ENDPOINTS)):
+        base = ENDPOINTS[i % len(ENDPOINTS)]
+        provider = f"{base.provider} (region {i // len(ENDPOINTS) + 2})"
+        endpoint_id = str(uuid.uuid5(_NAMESPACE, f"endpoint|{base.model.slug}|{provider}"))
+        extra.append(Endpoint(endpoint_id, base.model, provider, len(ENDPOINTS) + i))
+    return ENDPOINTS + tuple(extra)
 
 
 # --------------------------------------------------------------------------- keys
@@ -437,7 +453,9 @@ class Dataset:
         if keys < 1 or workspaces < 1:
             raise ValueError("a dataset needs at least one key and one workspace")
         self.seed = seed
-        self.endpoints_per_day = max(0, min(endpoints_per_day, len(ENDPOINTS)))
+        self.endpoints: tuple[Endpoint, ...] = _catalogue(endpoints_per_day)
+        self._endpoints_by_id = {endpoint.id: endpoint for endpoint in self.endpoints}
+        self.endpoints_per_day = max(0, min(endpoints_per_day, len(self.endpoints)))
         self.empty_day_every = empty_day_every
         self.anchor = anchor or datetime.now(timezone.utc).date()
         self.workspace_ids = [str(uuid.uuid5(_NAMESPACE, f"workspace|{seed}|{i}")) for i in range(workspaces)]
@@ -498,7 +516,7 @@ class Dataset:
                     groups[group].add(row, rounded=False)
                 else:
                     groups[group] = row.copy()
-        items = [_item(day, _ENDPOINTS_BY_ID[eid], row, ws) for (eid, ws), row in groups.items()]
+        items = [_item(day, self._endpoints_by_id[eid], row, ws) for (eid, ws), row in groups.items()]
         items.sort(key=lambda item: (item["model"], item["provider_name"], item.get("workspace_id", "")))
         return items
 
@@ -579,7 +597,7 @@ class Dataset:
         if not active or self.is_empty_day(day):
             return []
         rng = stable_rng(self.seed, day.isoformat(), "plan")
-        chosen = sorted(rng.sample(ENDPOINTS, self.endpoints_per_day), key=lambda e: e.position)
+        chosen = sorted(rng.sample(self.endpoints, self.endpoints_per_day), key=lambda e: e.position)
         owners = rng.choices(active, weights=[key.scale for key in active], k=len(chosen))
         return [(endpoint, owner.index) for endpoint, owner in zip(chosen, owners)]
 
@@ -611,10 +629,10 @@ class Dataset:
         if rng.choice(active).index != key.index:
             return
         for endpoint_id in rng.sample(sorted(rows), min(len(rows), rng.randint(1, 3))):
-            endpoint = _ENDPOINTS_BY_ID[endpoint_id]
+            endpoint = self._endpoints_by_id[endpoint_id]
             extra = _make_row(endpoint, rng.randint(1, 12), rng, cached=rows[endpoint_id].cached_tokens is not None)
             rows[endpoint_id].add(extra, rounded=True)
-        unused = [endpoint for endpoint in ENDPOINTS if endpoint.id not in rows]
+        unused = [endpoint for endpoint in self.endpoints if endpoint.id not in rows]
         if unused and (not rows or rng.random() < 0.4):
             endpoint = rng.choice(unused)
             rows[endpoint.id] = _make_row(
