@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from etl.errors import ConfigError
 
@@ -26,55 +27,112 @@ BASE_URL_ENV = "OPENROUTER_BASE_URL"
 DB_ENV = "OPENROUTER_ARCHIVE_DB"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
 
 
-class OpenRouterConfig(_Section):
+# Plain frozen dataclasses, checked by parse_config(): every command reads the config, and
+# a validation library would add its import time to each of them.
+@dataclass(frozen=True)
+class OpenRouterConfig:
     base_url: str = "https://openrouter.ai/api/v1"
-    api_key_env: str = Field(default="OPENROUTER_API_KEY", min_length=1)
-    timeout_seconds: float = Field(default=30.0, gt=0)
-    max_attempts: int = Field(default=6, ge=1, le=100)
-    max_retry_seconds: float = Field(default=300.0, ge=0)
-    backoff_initial: float = Field(default=0.5, ge=0)
-    backoff_multiplier: float = Field(default=1.5, ge=1)
-    backoff_max: float = Field(default=60.0, ge=0)
-    max_response_mb: int = Field(default=128, ge=1)
+    api_key_env: str = "OPENROUTER_API_KEY"
+    timeout_seconds: float = _setting(30.0, gt=0)
+    max_attempts: int = _setting(6, ge=1, le=100)
+    max_retry_seconds: float = _setting(300.0, ge=0)
+    backoff_initial: float = _setting(0.5, ge=0)
+    backoff_multiplier: float = _setting(1.5, ge=1)
+    backoff_max: float = _setting(60.0, ge=0)
+    max_response_mb: int = _setting(128, ge=1)
 
 
-class WarehouseConfig(_Section):
+@dataclass(frozen=True)
+class WarehouseConfig:
     url: str = ""
 
 
-class SyncConfig(_Section):
-    refetch_days: int = Field(default=2, ge=0, le=30)
-    lock_timeout_seconds: float = Field(default=120.0, ge=0)
+@dataclass(frozen=True)
+class SyncConfig:
+    refetch_days: int = _setting(2, ge=0, le=30)
+    lock_timeout_seconds: float = _setting(120.0, ge=0)
 
 
-class ScheduleConfig(_Section):
+@dataclass(frozen=True)
+class ScheduleConfig:
     sync_cron: str = "30 0 * * *"
     credits_cron: str = ""
-    retry_delay_seconds: float = Field(default=900.0, ge=0)
-    max_retries: int = Field(default=4, ge=0)
+    retry_delay_seconds: float = _setting(900.0, ge=0)
+    max_retries: int = _setting(4, ge=0)
 
 
-class HealthConfig(_Section):
-    stale_after_days: int = Field(default=1, ge=0)
-    window_margin_days: int = Field(default=7, ge=0, le=30)
+@dataclass(frozen=True)
+class HealthConfig:
+    stale_after_days: int = _setting(1, ge=0)
+    window_margin_days: int = _setting(7, ge=0, le=30)
 
 
-class Config(_Section):
+@dataclass(frozen=True)
+class Config:
     openrouter: OpenRouterConfig = OpenRouterConfig()
     warehouse: WarehouseConfig = WarehouseConfig()
     sync: SyncConfig = SyncConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     health: HealthConfig = HealthConfig()
-    # Where the settings came from, for `status`; not a setting itself.
-    source: str = Field(default="built-in defaults", exclude=True)
+    # Where the settings came from, for messages; not a setting itself.
+    source: str = field(default="built-in defaults", compare=False)
 
     @property
     def warehouse_url(self) -> str:
         return self.warehouse.url or default_warehouse_url()
+
+
+_SECTIONS = {"openrouter": OpenRouterConfig, "warehouse": WarehouseConfig, "sync": SyncConfig, "schedule": ScheduleConfig, "health": HealthConfig}
+
+
+def _check_value(value: object, kind: type, meta: Mapping[str, float | None]) -> Any:
+    """The value converted to ``kind``, or ValueError saying what is expected."""
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ValueError(f"expected {'a whole number' if kind is int else 'a number'}, got {value!r}")
+    number = kind(value)
+    if meta.get("gt") is not None and not number > meta["gt"]:
+        raise ValueError(f"must be greater than {meta['gt']:g}, got {value!r}")
+    if meta.get("ge") is not None and not number >= meta["ge"]:
+        raise ValueError(f"must be at least {meta['ge']:g}, got {value!r}")
+    if meta.get("le") is not None and not number <= meta["le"]:
+        raise ValueError(f"must be at most {meta['le']:g}, got {value!r}")
+    return number
+
+
+def _section(cls: type, data: object, name: str, source: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: [{name}]: expected a table of settings")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in data.items():
+        spec = known.get(key)
+        if spec is None:
+            raise ConfigError(f"{source}: [{name}] {key}: unknown setting")
+        kind = {"str": str, "int": int, "float": float}[spec.type if isinstance(spec.type, str) else spec.type.__name__]
+        try:
+            values[key] = _check_value(value, kind, spec.metadata)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [{name}] {key}: {exc}") from None
+    return cls(**values)
+
+
+def parse_config(data: Mapping[str, object], source: str) -> Config:
+    """Check a parsed TOML document; errors name the file, the key and the problem."""
+    sections = {}
+    for name, value in data.items():
+        cls = _SECTIONS.get(name)
+        if cls is None:
+            raise ConfigError(f"{source}: [{name}]: unknown section")
+        sections[name] = _section(cls, value, name, source)
+    return Config(**sections, source=source)
 
 
 def default_warehouse_url() -> str:
@@ -99,18 +157,6 @@ def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, 
     return None
 
 
-def parse_config(data: Mapping[str, object], source: str) -> Config:
-    """Validate a parsed TOML document; errors name the file, the key and the problem."""
-    try:
-        return Config.model_validate({**data, "source": source})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(part) for part in err["loc"]]
-        key = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else loc[0] if loc else "?"
-        msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(f"{source}: {key}: {msg}") from None
-
-
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     file = find_config_file(path, env)
@@ -129,12 +175,11 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
 
 
 def apply_env_overrides(config: Config, env: Mapping[str, str]) -> Config:
-    updates: dict[str, BaseModel] = {}
     if env.get(BASE_URL_ENV):
-        updates["openrouter"] = config.openrouter.model_copy(update={"base_url": env[BASE_URL_ENV]})
+        config = replace(config, openrouter=replace(config.openrouter, base_url=env[BASE_URL_ENV]))
     if env.get(DB_ENV):
-        updates["warehouse"] = config.warehouse.model_copy(update={"url": env[DB_ENV]})
-    return config.model_copy(update=updates) if updates else config
+        config = replace(config, warehouse=replace(config.warehouse, url=env[DB_ENV]))
+    return config
 
 
 def read_api_key(config: Config, env: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> str | None:

@@ -27,7 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from etl import migrate
 from etl.client import OpenRouterClient
-from etl.config import Config
+from etl.config import parse_config
 from etl.daemon import Daemon
 from etl.db import open_engine
 from etl.standin import DEMO_MANAGEMENT_KEY
@@ -62,7 +62,7 @@ def main() -> None:
     standin, base_url = start_standin()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'soak.db'}"
-        config = Config.model_validate({"openrouter": {"base_url": base_url}, "warehouse": {"url": url}})
+        config = parse_config({"openrouter": {"base_url": base_url}, "warehouse": {"url": url}}, "soak")
         engine = open_engine(url)
         migrate.upgrade(engine)
         stop = threading.Event()

@@ -18,7 +18,7 @@ def test_documented_config_file_matches_the_defaults(repo_root):
     from etl.config import Config
 
     documented = load_config(repo_root / "config.toml", env={})
-    assert documented.model_dump() == Config().model_dump()
+    assert documented == Config()
 
 
 def test_env_overrides_the_file(tmp_path):

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from conftest import KEY
 from etl import migrate
 from etl.client import OpenRouterClient
-from etl.config import Config
+from etl.config import parse_config
 from etl.daemon import Daemon
 from etl.db import open_engine
 from etl.lock import writer_lock
@@ -54,13 +54,14 @@ def start_daemon(api, warehouse_url):
     started: list[Daemon] = []
 
     def start(trigger_seconds: float = 3600, **schedule) -> tuple[Daemon, list]:
-        config = Config.model_validate(
+        config = parse_config(
             {
                 "openrouter": {"base_url": api.base_url, "max_attempts": 2, "backoff_initial": 0.01, "backoff_max": 0.02, "timeout_seconds": 2},
                 "warehouse": {"url": warehouse_url},
                 "schedule": {"retry_delay_seconds": 0.2, "max_retries": 2, **schedule},
                 "sync": {"lock_timeout_seconds": 5},
-            }
+            },
+            "test",
         )
         engine = open_engine(warehouse_url)
         migrate.upgrade(engine)
