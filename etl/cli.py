@@ -135,7 +135,8 @@ def _run_and_report(app: App, trigger: str, plan: Callable[[Engine, Any], list[A
 
 
 def _plan_sync(engine: Engine, config: Config) -> list[Any]:
-    from etl.sync import pending_days, utc_today
+    from etl.sync import pending_days
+    from etl.window import utc_today
 
     return pending_days(engine, utc_today(), config.sync.refetch_days)
 
@@ -159,7 +160,8 @@ def sync(app: App) -> None:
 @pass_app
 def backfill(app: App, days: int | None) -> None:
     """Fetch the whole API window (or its last N days) again and upsert it."""
-    from etl.sync import plan_backfill, utc_today
+    from etl.sync import plan_backfill
+    from etl.window import utc_today
 
     report = _run_and_report(app, "backfill", lambda _e, _c: plan_backfill(utc_today(), days))
     if not report.ok:
@@ -201,7 +203,7 @@ def status(app: App, as_json: bool, check: bool) -> None:
     """
     from etl.render import status_lines
     from etl.status import read_status
-    from etl.sync import utc_today
+    from etl.window import utc_today
 
     report = read_status(app.engine(migrate=False), utc_today(), app.config.health)
     if as_json:
@@ -243,11 +245,13 @@ def demo(app: App, db_path: str | None) -> None:
     from pathlib import Path
 
     from etl.config import BASE_URL_ENV, DB_ENV, apply_env_overrides
-    from etl.query import spend_by
-    from etl.render import spend_table, status_lines
+    from etl.export import print_table
+    from etl.query import ReportSpec, run_report
+    from etl.render import status_lines
     from etl.standin import StandIn
     from etl.status import read_status
-    from etl.sync import plan_backfill, utc_today
+    from etl.sync import plan_backfill
+    from etl.window import utc_today
 
     tmp = None
     if db_path is None:
@@ -265,8 +269,9 @@ def demo(app: App, db_path: str | None) -> None:
         click.echo("")
         click.echo("\n".join(status_lines(read_status(engine, utc_today()))))
         click.echo("")
+        click.echo("Spend by model, last 30 days:")
         with engine.connect() as conn:
-            spend_table(spend_by(conn, "model"), "model", title="Spend by model, last 30 days")
+            print_table(run_report(conn, ReportSpec(("model",))), human=True, width=None if sys.stdout.isatty() else 250)
         engine.dispose()
         if tmp is None:
             click.echo(f"\nThe demo warehouse stays at {db_path}; try: OPENROUTER_ARCHIVE_DB=sqlite:///{db_path} openrouter-archive status")
@@ -306,6 +311,166 @@ def run(app: App, interval_seconds: float | None) -> None:
         daemon = Daemon.build(app.config, engine, client, stop, sync_trigger=trigger)
         daemon.run_forever()
     engine.dispose()
+
+
+class BadArgument(ArchiveError):
+    """A report or sql argument that makes no sense; exits 2 like click's own usage errors."""
+
+    exit_code = 2
+
+
+def _readable_engine(app: App) -> Engine:
+    """The warehouse for reading; never creates or migrates it."""
+    from etl import migrate
+    from etl.errors import WarehouseError
+
+    engine = app.engine(migrate=False)
+    if migrate.current_revision(engine) is None:
+        raise WarehouseError(f"no archive at {app.config.warehouse_url} yet: run `openrouter-archive sync` first")
+    return engine
+
+
+FORMATS = ("table", "csv", "json", "ndjson", "pdf", "png")
+
+
+@cli.command()
+@click.option("--group-by", "-g", default="model", show_default=True, metavar="G[,G]",
+              help="One or two of: date, week, month, year, model, permaslug, provider, endpoint.")
+@click.option("--since", metavar="YYYY-MM-DD", help="First day, inclusive (UTC).")
+@click.option("--until", metavar="YYYY-MM-DD", help="Last day, inclusive (UTC).")
+@click.option("--last", metavar="N[dwmy]", help="The last N complete days, weeks, months or years, e.g. 7d, 4w, 3m, 1y.")
+@click.option("--model", "models", multiple=True, metavar="PATTERN", help="Only these models (exact, or a glob such as 'openai/*'). Repeatable.")
+@click.option("--provider", "providers", multiple=True, metavar="PATTERN", help="Only these providers (exact or glob). Repeatable.")
+@click.option("--top", type=click.IntRange(min=1), metavar="N", help="Keep the N biggest values of the last group; fold the rest into 'other'.")
+@click.option("--sort", metavar="METRIC|group", help="Order by a metric (default: spend) or by the group values.")
+@click.option("--asc", "ascending", is_flag=True, help="Smallest first.")
+@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to FILE instead of stdout.")
+@click.option("--chart", is_flag=True, help="Also print a bar chart of the metric per first group.")
+@click.option("--metric", default="usage", show_default=True, help="Metric for --chart, PDF and PNG.")
+@pass_app
+def report(app: App, group_by: str, since: str | None, until: str | None, last: str | None, models: tuple[str, ...],
+           providers: tuple[str, ...], top: int | None, sort: str | None, ascending: bool, fmt: str,
+           output: str | None, chart: bool, metric: str) -> None:
+    """Grouped spend and usage from the archive, as a table, CSV, JSON, PDF or PNG.
+
+    Spend (OpenRouter credits) and BYOK spend are separate columns, never added together.
+    Every format agrees to the cent with a SQL sum over the same rows.
+    """
+    from etl.query import METRICS, ReportSpec, last_range, parse_group_by, run_report
+    from etl.window import utc_today
+
+    try:
+        if last:
+            if since or until:
+                raise ValueError("--last cannot be combined with --since or --until")
+            since, until = last_range(last, utc_today())
+        spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending)
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose from: {', '.join(METRICS)}")
+    except ValueError as exc:
+        raise BadArgument(str(exc)) from None
+    if fmt in ("pdf", "png") and output is None and sys.stdout.isatty():
+        raise BadArgument(f"{fmt.upper()} output is binary: give --output FILE (or redirect stdout)")
+
+    engine = _readable_engine(app)
+    with engine.connect() as conn:
+        result = run_report(conn, spec)
+        if fmt in ("pdf", "png"):
+            _write_binary(conn, result, fmt, output, metric)
+            return
+    _write_text(result, fmt, output, chart, metric)
+
+
+def _write_binary(conn: Any, result: Any, fmt: str, output: str | None, metric: str) -> None:
+    import io
+
+    from etl import charts
+
+    buffer = io.BytesIO()
+    if fmt == "pdf":
+        pages = charts.write_pdf(conn, result, buffer, metric)
+    else:
+        charts.write_png(conn, result, buffer, metric)
+        pages = 1
+    _deliver(buffer.getvalue(), output)
+    if output:
+        click.echo(f"wrote {output} ({pages} page(s))" if fmt == "pdf" else f"wrote {output}", err=True)
+
+
+def _write_text(result: Any, fmt: str, output: str | None, chart: bool, metric: str) -> None:
+    from etl import export
+
+    if fmt == "table":
+        import io
+
+        buffer = io.StringIO() if output else None
+        tty = sys.stdout.isatty() and not output
+        export.print_table(result, human=tty, width=None if tty else 250, file=buffer)
+        text = buffer.getvalue() if buffer else ""
+    else:
+        text = {"csv": export.to_csv, "json": export.to_json, "ndjson": export.to_ndjson}[fmt](result)
+    if chart:
+        text += ("\n" if text else "") + export.bar_chart(result, metric)
+    if text:
+        _deliver(text.encode(), output) if output else click.echo(text, nl=False)
+
+
+def _deliver(data: bytes, output: str | None) -> None:
+    """Write atomically: a half-written export is never left behind."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    target = Path(output)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise BadArgument(f"cannot write {output}: {exc.strerror}") from None
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@pass_app
+def sql(app: App, query: str, fmt: str) -> None:
+    """Run one SQL statement against the archive, read-only.
+
+    Anything that would change the archive, attach a database or set a pragma is refused.
+    Views for common questions: daily_spend, monthly_spend, monthly_spend_by_model,
+    spend_by_provider.
+    """
+    import csv
+    import io
+
+    from etl.db import run_read_only
+
+    columns, rows = run_read_only(app.config.warehouse_url, query)
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(columns, r)) for r in rows], indent=2, default=str))
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        click.echo(out.getvalue(), nl=False)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_edge=False)
+        for name in columns:
+            table.add_column(name)
+        for r in rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in r))
+        Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 
 def main() -> None:

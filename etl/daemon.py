@@ -33,7 +33,8 @@ from etl.client import OpenRouterClient
 from etl.config import Config
 from etl.errors import ArchiveError, ConfigError
 from etl.lock import writer_lock
-from etl.sync import SyncReport, pending_days, run_sync, utc_today
+from etl.sync import SyncReport, pending_days, run_sync
+from etl.window import utc_today
 
 log = logging.getLogger("etl.daemon")
 

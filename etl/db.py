@@ -1,7 +1,8 @@
 """Engine set-up and the one dialect-aware place.
 
-Everything SQLite-specific lives here (connection pragmas, the upsert construct), so the
-rest of the code is plain SQLAlchemy Core and runs on PostgreSQL unchanged.
+Everything SQLite-specific lives here (connection pragmas, the upsert construct, the ISO
+week expression, read-only connections), so the rest of the code is plain SQLAlchemy Core
+and runs on PostgreSQL unchanged.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, create_engine, event
+from sqlalchemy import String, Table, create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.functions import FunctionElement
 
 from etl.errors import WarehouseError
 
@@ -73,3 +76,103 @@ def sqlite_path(engine: Engine) -> Path | None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return Path(database).expanduser()
+
+
+class iso_week(FunctionElement[str]):
+    """ISO 8601 week label (``2026-W47``, Monday-based) of a ``YYYY-MM-DD`` text column."""
+
+    type = String()
+    inherit_cache = True
+    name = "iso_week"
+
+
+@compiles(iso_week, "sqlite")
+def _iso_week_sqlite(element: iso_week, compiler: Any, **kw: Any) -> str:
+    # The ISO year and week are those of the week's Thursday.
+    (day,) = element.clauses
+    thursday = f"date({compiler.process(day, **kw)}, '-3 days', 'weekday 4')"
+    return f"(strftime('%Y', {thursday}) || '-W' || printf('%02d', (CAST(strftime('%j', {thursday}) AS INTEGER) - 1) / 7 + 1))"
+
+
+@compiles(iso_week, "postgresql")
+def _iso_week_postgresql(element: iso_week, compiler: Any, **kw: Any) -> str:
+    (day,) = element.clauses
+    return f"to_char(CAST({compiler.process(day, **kw)} AS DATE), 'IYYY-\"W\"IW')"
+
+
+# -- read-only SQL -----------------------------------------------------------------------
+
+# Pragmas that only read; those in _PRAGMAS_WITH_ARGUMENT may name a table or a limit.
+_READ_PRAGMAS = frozenset(
+    "table_info table_xinfo index_list index_info index_xinfo foreign_key_list table_list database_list "
+    "collation_list function_list pragma_list module_list compile_options integrity_check quick_check "
+    "foreign_key_check user_version schema_version application_id page_count page_size freelist_count "
+    "journal_mode encoding data_version".split()
+)
+_PRAGMAS_WITH_ARGUMENT = frozenset(
+    "table_info table_xinfo index_list index_info index_xinfo foreign_key_list table_list integrity_check "
+    "quick_check foreign_key_check".split()
+)
+
+
+class ReadOnlyViolation(WarehouseError):
+    exit_code = 1
+
+
+def _read_only_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    import sqlite3
+
+    if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE):
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and arg1 in _READ_PRAGMAS and (arg2 is None or arg1 in _PRAGMAS_WITH_ARGUMENT):
+        return sqlite3.SQLITE_OK
+    # Everything else: writes, DDL, ATTACH (VACUUM INTO attaches its target), transactions.
+    return sqlite3.SQLITE_DENY
+
+
+def run_read_only(url: str, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one SQL statement on a connection that cannot write; (column names, rows)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_read_only(parsed.database or "", statement)
+    if parsed.get_backend_name() == "postgresql":
+        from sqlalchemy import text
+
+        engine = create_engine(parsed)
+        try:
+            with engine.connect().execution_options(postgresql_readonly=True) as conn:
+                result = conn.execute(text(statement))
+                return list(result.keys()), [tuple(r) for r in result] if result.returns_rows else []
+        finally:
+            engine.dispose()
+    raise WarehouseError(f"`sql` supports SQLite and PostgreSQL warehouses, not {parsed.get_backend_name()}")
+
+
+def _sqlite_read_only(database: str, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    import sqlite3
+    from urllib.parse import quote
+
+    path = Path(database).expanduser()
+    if not database or database == ":memory:" or not path.is_file():
+        raise WarehouseError(f"no archive at {path}: run `openrouter-archive sync` first")
+    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA query_only=ON")
+        conn.set_authorizer(_read_only_authorizer)
+        try:
+            cursor = conn.execute(statement)
+            columns = [d[0] for d in cursor.description or ()]
+            return columns, cursor.fetchall()
+        except sqlite3.DatabaseError as exc:
+            message = str(exc)
+            if "not authorized" in message or "authorization denied" in message or "readonly" in message:
+                raise ReadOnlyViolation(
+                    "refused: `sql` is read-only; statements that change the archive, attach a database "
+                    f"or set a pragma are not allowed ({message})"
+                ) from None
+            raise WarehouseError(f"SQL error: {message}") from None
+        except sqlite3.Warning as exc:  # e.g. more than one statement
+            raise WarehouseError(f"SQL error: {exc}") from None
+    finally:
+        conn.close()

@@ -1,42 +1,256 @@
-"""Read the archive: grouped spend summaries for the terminal."""
+"""Read side: grouped aggregates over the archive, built with SQLAlchemy Core.
+
+Usable from a notebook as well as from the CLI::
+
+    from etl.query import ReportSpec, run_report
+    with engine.connect() as conn:
+        report = run_report(conn, ReportSpec(group_by=("month", "model"), since="2026-01-01"))
+
+Spend (``usage``, USD from OpenRouter credits) and BYOK spend (``byok_usage_inference``,
+estimated USD of bring-your-own-key inference, not charged by OpenRouter) are always
+separate columns; nothing here adds them together. Totals come from their own SQL sum
+over the same rows, so they agree with a hand-written ``SELECT sum(usage) …`` exactly.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, ColumnElement, Select, and_, func, or_, select
 
+from etl.db import iso_week
 from etl.schema import activity
 
-GROUPS = {"model": activity.c.model, "provider": activity.c.provider_name, "date": activity.c.date}
+DIMENSIONS: dict[str, ColumnElement[Any]] = {
+    "date": activity.c.date,
+    "week": iso_week(activity.c.date),
+    "month": func.substr(activity.c.date, 1, 7),
+    "year": func.substr(activity.c.date, 1, 4),
+    "model": activity.c.model,
+    "permaslug": activity.c.model_permaslug,
+    "provider": activity.c.provider_name,
+    "endpoint": activity.c.endpoint_id,
+}
+TIME_DIMENSIONS = ("date", "week", "month", "year")
+
+METRICS: dict[str, ColumnElement[Any]] = {
+    "usage": func.coalesce(func.sum(activity.c.usage), 0.0),
+    "byok_usage_inference": func.coalesce(func.sum(activity.c.byok_usage_inference), 0.0),
+    "requests": func.coalesce(func.sum(activity.c.requests), 0),
+    "prompt_tokens": func.coalesce(func.sum(activity.c.prompt_tokens), 0),
+    "completion_tokens": func.coalesce(func.sum(activity.c.completion_tokens), 0),
+    "reasoning_tokens": func.coalesce(func.sum(activity.c.reasoning_tokens), 0),
+    "cached_tokens": func.coalesce(func.sum(activity.c.cached_tokens), 0),
+    # Reasoning tokens are already part of completion tokens (OpenRouter bills them so).
+    "total_tokens": func.coalesce(func.sum(activity.c.prompt_tokens + activity.c.completion_tokens), 0),
+}
+MONEY = ("usage", "byok_usage_inference")
+OTHER = "other"
+_LAST_RE = re.compile(r"^(\d+)([dwmy])$")
 
 
 @dataclass(frozen=True)
-class SpendRow:
-    group: str
-    usage: float
-    byok_usage_inference: float
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    reasoning_tokens: int
+class ReportSpec:
+    """What to report: grouping, filters (inclusive UTC dates), folding and order."""
+
+    group_by: tuple[str, ...] = ("model",)
+    since: str | None = None
+    until: str | None = None
+    models: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+    top: int | None = None
+    sort: str | None = None  # a metric, or "group"; None: chronological for time groups, else by spend
+    ascending: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.group_by) <= 2:
+            raise ValueError("group by one or two of: " + ", ".join(DIMENSIONS))
+        for name in self.group_by:
+            if name not in DIMENSIONS:
+                raise ValueError(f"unknown group {name!r}; choose from: {', '.join(DIMENSIONS)}")
+        if len(set(self.group_by)) != len(self.group_by):
+            raise ValueError(f"group {self.group_by[0]!r} given twice")
+        for name, value in (("since", self.since), ("until", self.until)):
+            if value is not None:
+                parse_day(value, name)
+        if self.since and self.until and self.since > self.until:
+            raise ValueError(f"the range is inverted: since {self.since} is after until {self.until}")
+        if self.top is not None and self.top < 1:
+            raise ValueError("top must be at least 1")
+        if self.sort is not None and self.sort != "group" and self.sort not in METRICS:
+            raise ValueError(f"unknown sort {self.sort!r}; choose 'group' or one of: {', '.join(METRICS)}")
+
+    @property
+    def sort_metric(self) -> str:
+        return self.sort if self.sort in METRICS else "usage"
 
 
-def spend_by(conn: Connection, group: str = "model", since: str | None = None, until: str | None = None) -> list[SpendRow]:
-    """Spend and volume per group, biggest spend first. BYOK spend stays a separate column."""
-    key = GROUPS[group]
-    query = select(
-        key,
-        func.sum(activity.c.usage),
-        func.sum(activity.c.byok_usage_inference),
-        func.sum(activity.c.requests),
-        func.sum(activity.c.prompt_tokens),
-        func.sum(activity.c.completion_tokens),
-        func.sum(activity.c.reasoning_tokens),
-    ).group_by(key)
-    if since:
-        query = query.where(activity.c.date >= since)
-    if until:
-        query = query.where(activity.c.date <= until)
-    rows = [SpendRow(r[0], r[1] or 0.0, r[2] or 0.0, r[3] or 0, r[4] or 0, r[5] or 0, r[6] or 0) for r in conn.execute(query)]
-    return sorted(rows, key=lambda r: (-r.usage, -r.byok_usage_inference, r.group))
+@dataclass
+class Report:
+    spec: ReportSpec
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.spec.group_by, *METRICS]
+
+
+# -- parsing helpers (pure) ---------------------------------------------------------------
+
+
+def parse_day(value: str, what: str = "date") -> date:
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: expected a date as YYYY-MM-DD, got {value!r}") from None
+
+
+def parse_group_by(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+
+
+def last_range(text: str, today: date) -> tuple[str, str]:
+    """``7d``, ``4w``, ``3m``, ``1y``: that many complete days, weeks, months or years up to yesterday."""
+    match = _LAST_RE.match(text.strip().lower())
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"expected a period like 7d, 4w, 3m or 1y, got {text!r}")
+    n, unit = int(match.group(1)), match.group(2)
+    until = today - timedelta(days=1)
+    if unit == "d":
+        since = today - timedelta(days=n)
+    elif unit == "w":
+        since = today - timedelta(weeks=n)
+    else:
+        months = n if unit == "m" else 12 * n
+        since = _months_before(today, months)
+    return since.isoformat(), until.isoformat()
+
+
+def _months_before(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(index, 12)
+    month += 1
+    for candidate in range(day.day, 0, -1):  # 31 March minus one month is 28/29 February
+        try:
+            return date(year, month, candidate)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def _pattern(column: ColumnElement[Any], patterns: Sequence[str]) -> ColumnElement[bool]:
+    """Exact match, or a glob (``*``, ``?``) translated to a portable LIKE."""
+    clauses = []
+    for pattern in patterns:
+        if "*" in pattern or "?" in pattern:
+            like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
+            clauses.append(column.like(like, escape="\\"))
+        else:
+            clauses.append(column == pattern)
+    return or_(*clauses)
+
+
+# -- queries ------------------------------------------------------------------------------
+
+
+def filters(spec: ReportSpec) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if spec.since:
+        where.append(activity.c.date >= spec.since)
+    if spec.until:
+        where.append(activity.c.date <= spec.until)
+    if spec.models:
+        where.append(_pattern(activity.c.model, spec.models))
+    if spec.providers:
+        where.append(_pattern(activity.c.provider_name, spec.providers))
+    return where
+
+
+def build_query(spec: ReportSpec) -> Select[Any]:
+    dims = [DIMENSIONS[name].label(name) for name in spec.group_by]
+    metrics = [expr.label(name) for name, expr in METRICS.items()]
+    query = select(*dims, *metrics).group_by(*dims)
+    where = filters(spec)
+    return query.where(and_(*where)) if where else query
+
+
+def build_totals_query(spec: ReportSpec) -> Select[Any]:
+    query = select(*(expr.label(name) for name, expr in METRICS.items()))
+    where = filters(spec)
+    return query.where(and_(*where)) if where else query
+
+
+def run_report(conn: Connection, spec: ReportSpec) -> Report:
+    rows = [dict(r) for r in conn.execute(build_query(spec)).mappings()]
+    totals = dict(conn.execute(build_totals_query(spec)).mappings().one())
+    if spec.top is not None:
+        rows = fold_top(rows, spec.group_by, spec.top, spec.sort_metric)
+    return Report(spec, order_rows(rows, spec), totals)
+
+
+def fold_top(rows: list[dict[str, Any]], group_by: Sequence[str], top: int, metric: str) -> list[dict[str, Any]]:
+    """Keep the ``top`` largest values of the last group (ranked by ``metric`` over all
+    rows), and fold the others into one ``other`` row per value of the first group."""
+    last = group_by[-1]
+    ranking: dict[Any, float] = {}
+    for row in rows:
+        ranking[row[last]] = ranking.get(row[last], 0) + row[metric]
+    keep = set(sorted(ranking, key=lambda k: (-ranking[k], str(k)))[:top])
+    kept = [r for r in rows if r[last] in keep]
+    folded: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        if row[last] in keep:
+            continue
+        key = tuple(row[g] for g in group_by[:-1])
+        other = folded.setdefault(key, {**dict(zip(group_by[:-1], key)), last: OTHER, **{m: 0 for m in METRICS}})
+        for m in METRICS:
+            other[m] += row[m]
+    return kept + list(folded.values())
+
+
+def order_rows(rows: list[dict[str, Any]], spec: ReportSpec) -> list[dict[str, Any]]:
+    """Chronological blocks when the first group is a time; else by the sort metric.
+
+    Within a block the biggest comes first (``other`` always last); ``--sort group``
+    orders by the group values alone, ``ascending`` flips the metric order.
+    """
+    groups = spec.group_by
+    metric = spec.sort_metric
+    sign = 1 if spec.ascending else -1
+
+    def by_metric(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row[groups[-1]] == OTHER, sign * row[metric], tuple(str(row[g]) for g in groups))
+
+    if spec.sort == "group":
+        return sorted(rows, key=lambda r: (tuple(r[g] == OTHER for g in groups), tuple(str(r[g]) for g in groups)), reverse=False)
+    if groups[0] in TIME_DIMENSIONS and spec.sort is None and len(groups) == 1:
+        return sorted(rows, key=lambda r: str(r[groups[0]]))
+    if groups[0] in TIME_DIMENSIONS and spec.sort is None:
+        return sorted(rows, key=lambda r: (str(r[groups[0]]), *by_metric(r)))
+    return sorted(rows, key=by_metric)
+
+
+def time_series(conn: Connection, spec: ReportSpec, bucket: str, by: str | None = None) -> Report:
+    """Spend and volume per time bucket (and per ``by`` group), with the spec's filters."""
+    group_by = (bucket,) if by is None else (bucket, by)
+    return run_report(conn, replace(spec, group_by=group_by, top=None, sort="group"))
+
+
+def pick_bucket(since: str | None, until: str | None) -> str:
+    """Days for up to three months, months beyond."""
+    if since and until and (parse_day(until) - parse_day(since)).days <= 92:
+        return "date"
+    return "month"
+
+
+def archive_range(conn: Connection, spec: ReportSpec) -> tuple[str | None, str | None]:
+    """First and last day with rows among the spec's filters."""
+    where = filters(spec)
+    query = select(func.min(activity.c.date), func.max(activity.c.date))
+    row = conn.execute(query.where(and_(*where)) if where else query).one()
+    return row[0], row[1]

@@ -126,18 +126,3 @@ def _days(days: Sequence[str]) -> str:
     ranges = as_ranges(days)
     shown = ", ".join(ranges[:6]) + (f", … ({len(ranges) - 6} more ranges)" if len(ranges) > 6 else "")
     return f"{len(days)} day(s): {shown}"
-
-
-def spend_table(rows: Sequence[Any], group_label: str, title: str | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_footer=True, title_justify="left")
-    totals = [sum(getattr(r, f) for r in rows) for f in ("usage", "byok_usage_inference", "requests", "prompt_tokens", "completion_tokens")]
-    table.add_column(group_label, footer="total", no_wrap=True)
-    for label, total, fmt in zip(("spend", "BYOK spend", "requests", "tokens in", "tokens out"), totals, (usd, usd, human_count, human_count, human_count)):
-        table.add_column(label, footer=fmt(total), justify="right")
-    for r in rows:
-        table.add_row(str(r.group), usd(r.usage), usd(r.byok_usage_inference), human_count(r.requests), human_count(r.prompt_tokens), human_count(r.completion_tokens))
-    # Off a terminal rich would assume 80 columns and cut model names short.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)

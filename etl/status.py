@@ -13,7 +13,7 @@ from etl.db import sqlite_path
 from etl.migrate import current_revision
 from etl.schema import activity, archived_days, credits_snapshots, sync_runs
 from etl.config import HealthConfig
-from etl.sync import WINDOW_DAYS, completed_window, days_between
+from etl.window import WINDOW_DAYS, completed_window, days_between
 
 
 @dataclass(frozen=True)

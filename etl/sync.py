@@ -29,24 +29,11 @@ from etl import warehouse
 from etl.client import OpenRouterClient
 from etl.errors import ArchiveError, Interrupted, WarehouseError
 from etl.validate import parse_activity
+from etl.window import completed_window, days_between
 
 log = logging.getLogger(__name__)
 
-WINDOW_DAYS = 30
 DayStatus = Literal["archived", "rejected", "failed"]
-
-
-def utc_today() -> date:
-    return datetime.now(timezone.utc).date()
-
-
-def completed_window(today: date, days: int = WINDOW_DAYS) -> tuple[date, date]:
-    """First and last day OpenRouter still serves: today−30 … today−1."""
-    return today - timedelta(days=days), today - timedelta(days=1)
-
-
-def days_between(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def plan_sync(today: date, archived: Iterable[str], refetch_days: int) -> list[date]:

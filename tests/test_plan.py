@@ -1,7 +1,8 @@
 from datetime import date, timedelta
 
 from etl.status import as_ranges, find_gaps
-from etl.sync import completed_window, plan_backfill, plan_requests, plan_sync
+from etl.sync import plan_backfill, plan_requests, plan_sync
+from etl.window import completed_window
 
 TODAY = date(2026, 11, 22)
 

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from conftest import INFERENCE_KEY, KEY
 from etl.standin import Fault
-from etl.sync import completed_window, utc_today
+from etl.window import completed_window, utc_today
 from etl.validate import parse_activity
 
 
@@ -246,8 +246,8 @@ def test_credits_are_stored_and_printed(cli_env, run, warehouse_url):
 
 
 def test_db_upgrade_is_idempotent(cli_env, run):
-    assert "migrated empty -> 0001" in run("db", "upgrade").stdout
-    assert "already at revision 0001" in run("db", "upgrade").stdout
+    assert "migrated empty -> 0002" in run("db", "upgrade").stdout
+    assert "already at revision 0002" in run("db", "upgrade").stdout
 
 
 def test_bad_config_is_one_line_and_exit_2(cli_env, run, tmp_path):
