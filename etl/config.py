@@ -51,10 +51,19 @@ class WarehouseConfig:
     url: str = ""
 
 
+BREAKDOWNS = ("key", "workspace", "member")
+
+
 @dataclass(frozen=True)
 class SyncConfig:
     refetch_days: int = _setting(2, ge=0, le=30)
     lock_timeout_seconds: float = _setting(120.0, ge=0)
+    # Each breakdown costs requests: "key" one per API key, "workspace" one, "member" one
+    # per id in `members`.
+    breakdowns: tuple[str, ...] = field(default=(), metadata={"choices": BREAKDOWNS})
+    members: tuple[str, ...] = ()
+    concurrency: int = _setting(4, ge=1, le=32)
+    pacing_seconds: float = _setting(0.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -89,8 +98,16 @@ class Config:
 _SECTIONS = {"openrouter": OpenRouterConfig, "warehouse": WarehouseConfig, "sync": SyncConfig, "schedule": ScheduleConfig, "health": HealthConfig}
 
 
-def _check_value(value: object, kind: type, meta: Mapping[str, float | None]) -> Any:
+def _check_value(value: object, kind: type, meta: Mapping[str, Any]) -> Any:
     """The value converted to ``kind``, or ValueError saying what is expected."""
+    if kind is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        choices = meta.get("choices")
+        for v in value:
+            if choices and v not in choices:
+                raise ValueError(f"unknown value {v!r}; choose from: {', '.join(choices)}")
+        return tuple(dict.fromkeys(value))
     if kind is str:
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {value!r}")
@@ -116,7 +133,8 @@ def _section(cls: type, data: object, name: str, source: str) -> Any:
         spec = known.get(key)
         if spec is None:
             raise ConfigError(f"{source}: [{name}] {key}: unknown setting")
-        kind = {"str": str, "int": int, "float": float}[spec.type if isinstance(spec.type, str) else spec.type.__name__]
+        type_name = spec.type if isinstance(spec.type, str) else spec.type.__name__
+        kind = tuple if type_name.startswith("tuple") else {"str": str, "int": int, "float": float}[type_name]
         try:
             values[key] = _check_value(value, kind, spec.metadata)
         except ValueError as exc:

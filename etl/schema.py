@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -89,6 +90,7 @@ sync_runs = Table(
     Column("rows_updated", Integer, nullable=False, default=0),
     Column("rows_unchanged", Integer, nullable=False, default=0),
     Column("error", Text),
+    Column("details", Text),  # JSON: per-breakdown counts (keys, key-days, requests, errors)
 )
 
 raw_responses = Table(
@@ -148,6 +150,57 @@ credits_snapshots = Table(
     Column("total_usage", Float, nullable=False),
     Column("raw_response_id", Integer, ForeignKey("raw_responses.id")),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("hash", String(64), primary_key=True),  # SHA-256 hex, as GET /keys gives it
+    Column("name", String(200), nullable=False),
+    Column("label", String(200), nullable=False),  # the masked key, e.g. sk-or-v1-0e6...1c96
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", String(40)),  # ISO 8601, as OpenRouter gives it
+    Column("workspace_id", String(64)),
+    Column("creator_user_id", String(100)),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+)
+
+
+def _breakdown_table(name: str, subject: str) -> Table:
+    """Activity split by one more key: the same columns as ``activity`` plus the subject."""
+    return Table(
+        name,
+        metadata,
+        Column("date", String(10), primary_key=True),
+        Column(subject, String(200), primary_key=True),
+        Column("endpoint_id", String(200), primary_key=True),
+        *(Column(c.name, c.type, nullable=c.nullable) for c in activity.columns if c.name not in ("date", "endpoint_id")),
+        Index(None, subject, "date"),
+    )
+
+
+activity_by_key = _breakdown_table("activity_by_key", "api_key_hash")
+activity_by_workspace = _breakdown_table("activity_by_workspace", "workspace_id")
+activity_by_member = _breakdown_table("activity_by_member", "user_id")
+
+# One row per (breakdown, subject, completed day) fetched, also without activity, so that
+# a key that spent nothing on a day is never mistaken for a gap. The workspace breakdown
+# has one subject, "*": one request covers every workspace.
+archived_breakdown_days = Table(
+    "archived_breakdown_days",
+    metadata,
+    Column("breakdown", String(20), primary_key=True),
+    Column("subject", String(200), primary_key=True),
+    Column("date", String(10), primary_key=True),
+    Column("row_count", Integer, nullable=False),
+    Column("first_archived_at", UTCDateTime, nullable=False),
+    Column("last_fetched_at", UTCDateTime, nullable=False),
+    Column("run_id", Integer, ForeignKey("sync_runs.id")),
+    Column("raw_response_id", Integer, ForeignKey("raw_responses.id")),
+)
+
+BREAKDOWN_TABLES = {"key": activity_by_key, "workspace": activity_by_workspace, "member": activity_by_member}
+BREAKDOWN_SUBJECTS = {"key": "api_key_hash", "workspace": "workspace_id", "member": "user_id"}
 
 ACTIVITY_METRICS = (
     "usage",
