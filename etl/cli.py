@@ -118,7 +118,10 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
     ctx.obj = App(config_path, quiet=quiet, debug=debug, verbose=verbose, log_format=log_format)
 
 
-def _run_and_report(app: App, trigger: str, plan: Callable[[Engine, Any], list[Any]], api_key: str | None = None) -> SyncReport:
+def _run_and_report(
+    app: App, trigger: str, plan: Callable[[Engine, Any], list[Any]], api_key: str | None = None,
+    subject_plan: Callable[[set[str]], list[Any]] | None = None,
+) -> SyncReport:
     from etl.render import DayPrinter, describe_report
     from etl.sync import run_sync
 
@@ -127,8 +130,12 @@ def _run_and_report(app: App, trigger: str, plan: Callable[[Engine, Any], list[A
         with app.client(api_key) as client:
             days = plan(engine, app.config)
             with DayPrinter(len(days), quiet=app.quiet) as printer:
-                report = run_sync(engine, client, days, trigger=trigger, on_day=printer)
+                report = run_sync(
+                    engine, client, days, trigger=trigger, on_day=printer, settings=app.config.sync, subject_plan=subject_plan
+                )
     click.echo(describe_report(report))
+    for breakdown in report.breakdowns:
+        click.echo(breakdown.describe())
     if report.error:
         raise ArchiveError(report.error)
     return report
@@ -150,7 +157,11 @@ def sync(app: App) -> None:
     the [sync] refetch_days most recent days (late data). Exits 0 only when every day
     asked for was archived.
     """
-    report = _run_and_report(app, "sync", _plan_sync)
+    from etl.sync import sync_subject_plan
+    from etl.window import utc_today
+
+    subject_plan = sync_subject_plan(utc_today(), app.config.sync.refetch_days)
+    report = _run_and_report(app, "sync", _plan_sync, subject_plan=subject_plan)
     if not report.ok:
         sys.exit(1)
 

@@ -178,6 +178,25 @@ class OpenRouterClient:
     def credits(self) -> Fetched:
         return self.get("credits", {})
 
+    def list_keys(self, include_disabled: bool = True, max_pages: int = 1000) -> tuple[list[dict[str, Any]], list[Fetched]]:
+        """Every API key of the account, following ``offset`` until a page comes back empty.
+
+        Disabled keys are included by default: a disabled key still has history.
+        """
+        keys: list[dict[str, Any]] = []
+        pages: list[Fetched] = []
+        for _ in range(max_pages):
+            params = {"offset": str(len(keys))} | ({"include_disabled": "true"} if include_disabled else {})
+            page = self.get("keys", params)
+            pages.append(page)
+            data = page.document.get("data") if isinstance(page.document, dict) else None
+            if not isinstance(data, list) or not all(isinstance(k, dict) and isinstance(k.get("hash"), str) for k in data):
+                raise InvalidResponseError(f"GET /keys?offset={len(keys)}: expected a 'data' list of keys with a 'hash'")
+            if not data:
+                return keys, pages
+            keys.extend(data)
+        raise InvalidResponseError(f"GET /keys: still more keys after {max_pages} pages; giving up")
+
     # -- machinery -------------------------------------------------------------------------
 
     def get(self, path: str, params: Mapping[str, str]) -> Fetched:

@@ -33,7 +33,7 @@ from etl.client import OpenRouterClient
 from etl.config import Config
 from etl.errors import ArchiveError, ConfigError
 from etl.lock import writer_lock
-from etl.sync import SyncReport, pending_days, run_sync
+from etl.sync import SyncReport, pending_days, run_sync, sync_subject_plan
 from etl.window import utc_today
 
 log = logging.getLogger("etl.daemon")
@@ -103,8 +103,12 @@ class Daemon:
         if self.stop.is_set():
             raise SyncFailed("not started: stopping")
         with writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds):
-            days = pending_days(self.engine, utc_today(), self.config.sync.refetch_days)
-            report = run_sync(self.engine, self.client, days, trigger="daemon", stop=self.stop)
+            today, settings = utc_today(), self.config.sync
+            days = pending_days(self.engine, today, settings.refetch_days)
+            report = run_sync(
+                self.engine, self.client, days, trigger="daemon", stop=self.stop,
+                settings=settings, subject_plan=sync_subject_plan(today, settings.refetch_days),
+            )
         self.on_report(report)
         fields = {
             "event": "sync",

@@ -26,7 +26,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl import warehouse
+from etl.breakdowns import BreakdownResult, details_json, run_breakdowns
 from etl.client import OpenRouterClient
+from etl.config import SyncConfig
 from etl.errors import ArchiveError, Interrupted, WarehouseError
 from etl.validate import parse_activity
 from etl.window import completed_window, days_between
@@ -84,11 +86,12 @@ class SyncReport:
     seconds: float = 0.0
     error: str | None = None
     interrupted: bool = False
+    breakdowns: list[BreakdownResult] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         archived = {o.day for o in self.outcomes if o.status == "archived"}
-        return self.error is None and archived >= set(self.planned)
+        return self.error is None and archived >= set(self.planned) and all(b.ok for b in self.breakdowns)
 
     def total(self, attribute: str) -> int:
         return sum(getattr(o, attribute) for o in self.outcomes)
@@ -96,6 +99,11 @@ class SyncReport:
     @property
     def archived(self) -> int:
         return sum(o.status == "archived" for o in self.outcomes)
+
+
+def sync_subject_plan(today: date, refetch_days: int) -> Callable[[set[str]], list[date]]:
+    """For breakdowns: each subject gets the plan a sync would make from its own archive."""
+    return lambda have: plan_sync(today, have, refetch_days)
 
 
 def pending_days(engine: Engine, today: date, refetch_days: int) -> list[date]:
@@ -115,13 +123,17 @@ def run_sync(
     on_day: Callable[[DayOutcome], None] = lambda _: None,
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     stop: threading.Event | None = None,
+    settings: SyncConfig | None = None,
+    subject_plan: Callable[[set[str]], list[date]] | None = None,
 ) -> SyncReport:
     """Fetch, validate and load ``days``; every day is archived whole or not at all.
 
     Never raises for an expected failure: the report (and the run log) says which days
     were archived, which were rejected and why, and the error that ended the run, if any.
     Setting ``stop`` ends the run between two days (or during a retry wait); the day being
-    written is committed first.
+    written is committed first. With ``settings.breakdowns``, the same run then archives
+    each breakdown, fetching for every subject the days ``subject_plan`` picks from the
+    days already archived for it.
     """
     stop = stop or threading.Event()
     today = now().date()
@@ -139,6 +151,10 @@ def run_sync(
         report.interrupted = isinstance(exc, Interrupted)
         done = {o.day for o in report.outcomes}
         report.outcomes += [DayOutcome(d, "failed", error=str(exc)) for d in report.planned if d not in done]
+    if settings is not None and settings.breakdowns and report.error is None:
+        plan = subject_plan or (lambda _have: list(days))
+        report.breakdowns = run_breakdowns(engine, client, settings, today, plan, run_id=run_id, now=now, stop=stop)
+        report.interrupted = report.interrupted or stop.is_set()
     _finish(engine, report, started, now)
     return report
 
@@ -204,11 +220,12 @@ def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[]
         outcome = "ok"
     elif report.interrupted:
         outcome = "interrupted"
-    elif report.archived:
+    elif report.archived or any(b.days_archived for b in report.breakdowns):
         outcome = "partial"
     else:
         outcome = "failed"
     errors = [f"{o.day}: {o.error}" for o in failed if o.error and o.error != report.error]
+    errors += [e for b in report.breakdowns for e in b.errors]
     error = "; ".join(([report.error] if report.error else []) + errors) or None
     try:
         warehouse.finish_run(
@@ -223,6 +240,7 @@ def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[]
             rows_inserted=report.total("inserted"),
             rows_updated=report.total("updated"),
             rows_unchanged=report.total("unchanged"),
+            details=details_json(report.breakdowns) if report.breakdowns else None,
         )
     except SQLAlchemyError as exc:  # the days themselves are already committed
         log.error("could not record the end of run %d: %s", report.run_id, exc)

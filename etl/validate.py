@@ -107,11 +107,13 @@ class ParsedActivity:
     rejected: dict[str, str] = field(default_factory=dict)
 
 
-def parse_activity(document: Any, window: tuple[date, date]) -> ParsedActivity:
+def parse_activity(document: Any, window: tuple[date, date], subject: str | None = None) -> ParsedActivity:
     """Split and validate a ``/activity`` document against the requested window.
 
-    Raises InvalidResponseError when the document cannot be split by day at all (wrong
-    shape, an item that is not an object or has no readable date).
+    ``subject`` names a field every item must carry and that becomes part of the row
+    (``workspace_id`` with ``group_by=workspace``). Raises InvalidResponseError when the
+    document cannot be split by day at all (wrong shape, an item that is not an object or
+    has no readable date).
     """
     items = _data_items(document)
     first, last = window[0].isoformat(), window[1].isoformat()
@@ -131,25 +133,33 @@ def parse_activity(document: Any, window: tuple[date, date]) -> ParsedActivity:
             parsed.rejected[day] = f"dated outside the requested window {first}..{last}"
             continue
         try:
-            parsed.days[day] = validate_day(day, day_items)
+            parsed.days[day] = validate_day(day, day_items, subject)
         except ValueError as exc:
             parsed.rejected[day] = str(exc)
     return parsed
 
 
-def validate_day(day: str, items: Iterable[tuple[int, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+def validate_day(day: str, items: Iterable[tuple[int, Mapping[str, Any]]], subject: str | None = None) -> list[dict[str, Any]]:
     """Rows of one day, or ValueError naming the item, the field and the value."""
     rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for index, raw in items:
         try:
             item = ActivityItem.model_validate(raw)
         except ValidationError as exc:
             raise ValueError(_describe(index, raw, exc)) from None
-        if item.endpoint_id in seen:
-            raise ValueError(f"item {index}: duplicate row for endpoint_id {item.endpoint_id!r}")
-        seen.add(item.endpoint_id)
-        rows.append(item.row())
+        row = item.row()
+        scope = ""
+        if subject is not None:
+            scope = raw.get(subject)
+            if not isinstance(scope, str) or not scope:
+                raise ValueError(f"item {index}: {subject}: expected a non-empty string, got {_show(scope)}")
+            row[subject] = scope
+        if (scope, item.endpoint_id) in seen:
+            what = f"{subject} {scope!r} and " if subject else ""
+            raise ValueError(f"item {index}: duplicate row for {what}endpoint_id {item.endpoint_id!r}")
+        seen.add((scope, item.endpoint_id))
+        rows.append(row)
     return rows
 
 

@@ -16,14 +16,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, Table, select, update
 
 from etl.client import Fetched
 from etl.db import upsert
 from etl.schema import (
     ACTIVITY_ATTRIBUTES,
     ACTIVITY_METRICS,
+    BREAKDOWN_SUBJECTS,
+    BREAKDOWN_TABLES,
     activity,
+    api_keys,
+    archived_breakdown_days,
     archived_days,
     credits_snapshots,
     raw_responses,
@@ -43,26 +47,31 @@ class RowDiff:
     vanished: list[str] = field(default_factory=list)  # archived endpoints the API no longer lists
 
 
-def diff_rows(existing: Mapping[str, Sequence[Any]], incoming: Iterable[Mapping[str, Any]]) -> RowDiff:
-    """Classify incoming rows against existing ones, keyed by endpoint_id.
+def diff_rows(
+    existing: Mapping[tuple[str, ...], Sequence[Any]],
+    incoming: Iterable[Mapping[str, Any]],
+    key: Sequence[str] = ("endpoint_id",),
+) -> RowDiff:
+    """Classify incoming rows against existing ones of the same day and scope.
 
-    ``existing`` maps endpoint_id to the values of ``_COMPARED`` in that order.
+    ``existing`` maps the values of ``key`` to the values of ``_COMPARED`` in that order.
     """
-    diff = RowDiff()
-    seen: set[str] = set()
+    inserted: list[dict[str, Any]] = []
+    updated: list[dict[str, Any]] = []
+    seen: set[tuple[str, ...]] = set()
     unchanged = 0
     for row in incoming:
-        endpoint = row["endpoint_id"]
-        seen.add(endpoint)
-        old = existing.get(endpoint)
+        ident = tuple(row[k] for k in key)
+        seen.add(ident)
+        old = existing.get(ident)
         if old is None:
-            diff.inserted.append(dict(row))
+            inserted.append(dict(row))
         elif tuple(old) != tuple(row[c] for c in _COMPARED):
-            diff.updated.append(dict(row))
+            updated.append(dict(row))
         else:
             unchanged += 1
-    vanished = sorted(set(existing) - seen)
-    return RowDiff(diff.inserted, diff.updated, unchanged, vanished)
+    vanished = sorted("/".join(k) for k in set(existing) - seen)
+    return RowDiff(inserted, updated, unchanged, vanished)
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,32 @@ class DayWrite:
     vanished: int
 
 
+def save_rows(
+    conn: Connection,
+    table: Table,
+    day: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime,
+    scope: Mapping[str, str] | None = None,
+    key: Sequence[str] = ("endpoint_id",),
+) -> DayWrite:
+    """Idempotent upsert of one day's rows (within ``scope``) into ``table``."""
+    scope = scope or {}
+    where = [table.c.date == day, *(table.c[c] == v for c, v in scope.items())]
+    existing = {
+        tuple(r[: len(key)]): r[len(key) :]
+        for r in conn.execute(select(*(table.c[k] for k in key), *(table.c[c] for c in _COMPARED)).where(*where))
+    }
+    diff = diff_rows(existing, rows, key)
+    changed = diff.inserted + diff.updated
+    if changed:
+        pk = [c.name for c in table.primary_key.columns]
+        stmt = upsert(conn.engine, table, pk, (*_COMPARED, "updated_at"))
+        conn.execute(stmt, [{**r, **scope, "date": day, "first_archived_at": now, "updated_at": now} for r in changed])
+    return DayWrite(day, len(rows), len(diff.inserted), len(diff.updated), diff.unchanged, len(diff.vanished))
+
+
 def save_day(
     conn: Connection,
     day: str,
@@ -84,31 +119,71 @@ def save_day(
     run_id: int | None = None,
     raw_response_id: int | None = None,
 ) -> DayWrite:
-    """Upsert one day's rows and mark the day archived, inside the caller's transaction."""
-    existing = {
-        r[0]: r[1:]
-        for r in conn.execute(
-            select(activity.c.endpoint_id, *(activity.c[c] for c in _COMPARED)).where(activity.c.date == day)
-        )
-    }
-    diff = diff_rows(existing, rows)
-    changed = diff.inserted + diff.updated
-    if changed:
-        stmt = upsert(conn.engine, activity, ("date", "endpoint_id"), (*_COMPARED, "updated_at"))
-        conn.execute(stmt, [{**r, "date": day, "first_archived_at": now, "updated_at": now} for r in changed])
+    """Upsert one day's account-level rows and mark the day archived, in the caller's transaction."""
+    written = save_rows(conn, activity, day, rows, now=now)
     mark = upsert(conn.engine, archived_days, ("date",), ("row_count", "last_fetched_at", "run_id", "raw_response_id"))
     conn.execute(
         mark,
+        {"date": day, "row_count": len(rows), "first_archived_at": now, "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_response_id},
+    )
+    return written
+
+
+def save_breakdown_day(
+    conn: Connection,
+    breakdown: str,
+    subject: str,
+    day: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime,
+    run_id: int | None = None,
+    raw_response_id: int | None = None,
+) -> DayWrite:
+    """Upsert one day of a breakdown (one key, one member, or all workspaces) and mark it."""
+    table = BREAKDOWN_TABLES[breakdown]
+    column = BREAKDOWN_SUBJECTS[breakdown]
+    if breakdown == "workspace":  # one answer holds every workspace of the day
+        written = save_rows(conn, table, day, rows, now=now, key=(column, "endpoint_id"))
+    else:
+        written = save_rows(conn, table, day, rows, now=now, scope={column: subject})
+    mark = upsert(
+        conn.engine, archived_breakdown_days, ("breakdown", "subject", "date"), ("row_count", "last_fetched_at", "run_id", "raw_response_id")
+    )
+    conn.execute(
+        mark,
         {
-            "date": day,
-            "row_count": len(rows),
-            "first_archived_at": now,
-            "last_fetched_at": now,
-            "run_id": run_id,
-            "raw_response_id": raw_response_id,
+            "breakdown": breakdown, "subject": subject, "date": day, "row_count": len(rows),
+            "first_archived_at": now, "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_response_id,
         },
     )
-    return DayWrite(day, len(rows), len(diff.inserted), len(diff.updated), diff.unchanged, len(diff.vanished))
+    return written
+
+
+def save_keys(conn: Connection, keys: Iterable[Mapping[str, Any]], now: datetime) -> int:
+    """Upsert the account's API keys as GET /keys lists them; keys no longer listed stay."""
+    rows = [
+        {
+            "hash": k["hash"], "name": k.get("name") or k["hash"][:12], "label": k.get("label") or "",
+            "disabled": bool(k.get("disabled")), "created_at": k.get("created_at"), "workspace_id": k.get("workspace_id"),
+            "creator_user_id": k.get("creator_user_id"), "first_seen_at": now, "last_seen_at": now,
+        }
+        for k in keys
+    ]
+    if rows:
+        stmt = upsert(conn.engine, api_keys, ("hash",), ("name", "label", "disabled", "created_at", "workspace_id", "creator_user_id", "last_seen_at"))
+        conn.execute(stmt, rows)
+    return len(rows)
+
+
+def archived_breakdown_dates(conn: Connection, breakdown: str, subject: str, first: str, last: str) -> set[str]:
+    query = select(archived_breakdown_days.c.date).where(
+        archived_breakdown_days.c.breakdown == breakdown,
+        archived_breakdown_days.c.subject == subject,
+        archived_breakdown_days.c.date >= first,
+        archived_breakdown_days.c.date <= last,
+    )
+    return set(conn.execute(query).scalars())
 
 
 def store_raw(conn: Connection, fetched: Fetched, run_id: int | None) -> int:
@@ -173,7 +248,7 @@ def start_run(engine: Engine, trigger: str, now: datetime) -> int:
         return int(result.inserted_primary_key[0])
 
 
-def finish_run(engine: Engine, run_id: int, *, now: datetime, outcome: str, error: str | None = None, **counts: int) -> None:
+def finish_run(engine: Engine, run_id: int, *, now: datetime, outcome: str, error: str | None = None, **counts: Any) -> None:
     with engine.begin() as conn:
         conn.execute(
             update(sync_runs).where(sync_runs.c.id == run_id).values(finished_at=now, outcome=outcome, error=error, **counts)

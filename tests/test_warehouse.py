@@ -69,7 +69,7 @@ def test_downgrade_to_base_and_up_again(engine):
 
 
 def test_diff_rows_classifies_new_changed_unchanged_and_vanished():
-    existing = {"a": ("m", "p", "P", 1.0, 0.0, 1, 1, 1, 0, None), "b": ("m", "p", "P", 1.0, 0.0, 1, 1, 1, 0, None), "gone": ("m",) * 10}
+    existing = {("a",): ("m", "p", "P", 1.0, 0.0, 1, 1, 1, 0, None), ("b",): ("m", "p", "P", 1.0, 0.0, 1, 1, 1, 0, None), ("gone",): ("m",) * 10}
     incoming = [
         {"endpoint_id": "a", "model": "m", "model_permaslug": "p", "provider_name": "P", "usage": 1.0, "byok_usage_inference": 0.0, "requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "reasoning_tokens": 0, "cached_tokens": None},
         {"endpoint_id": "b", "model": "m", "model_permaslug": "p", "provider_name": "P", "usage": 1.5, "byok_usage_inference": 0.0, "requests": 2, "prompt_tokens": 1, "completion_tokens": 1, "reasoning_tokens": 0, "cached_tokens": None},
