@@ -346,12 +346,13 @@ FORMATS = ("table", "csv", "json", "ndjson", "pdf", "png")
 
 @cli.command()
 @click.option("--group-by", "-g", default="model", show_default=True, metavar="G[,G]",
-              help="One or two of: date, week, month, year, model, permaslug, provider, endpoint.")
+              help="One or two of: date, week, month, year, model, permaslug, provider, endpoint, key, workspace, member.")
 @click.option("--since", metavar="YYYY-MM-DD", help="First day, inclusive (UTC).")
 @click.option("--until", metavar="YYYY-MM-DD", help="Last day, inclusive (UTC).")
 @click.option("--last", metavar="N[dwmy]", help="The last N complete days, weeks, months or years, e.g. 7d, 4w, 3m, 1y.")
 @click.option("--model", "models", multiple=True, metavar="PATTERN", help="Only these models (exact, or a glob such as 'openai/*'). Repeatable.")
 @click.option("--provider", "providers", multiple=True, metavar="PATTERN", help="Only these providers (exact or glob). Repeatable.")
+@click.option("--key", "keys", multiple=True, metavar="NAME", help="Only these API keys, by name (exact or glob). Repeatable; needs the key breakdown.")
 @click.option("--top", type=click.IntRange(min=1), metavar="N", help="Keep the N biggest values of the last group; fold the rest into 'other'.")
 @click.option("--sort", metavar="METRIC|group", help="Order by a metric (default: spend) or by the group values.")
 @click.option("--asc", "ascending", is_flag=True, help="Smallest first.")
@@ -361,7 +362,7 @@ FORMATS = ("table", "csv", "json", "ndjson", "pdf", "png")
 @click.option("--metric", default="usage", show_default=True, help="Metric for --chart, PDF and PNG.")
 @pass_app
 def report(app: App, group_by: str, since: str | None, until: str | None, last: str | None, models: tuple[str, ...],
-           providers: tuple[str, ...], top: int | None, sort: str | None, ascending: bool, fmt: str,
+           providers: tuple[str, ...], keys: tuple[str, ...], top: int | None, sort: str | None, ascending: bool, fmt: str,
            output: str | None, chart: bool, metric: str) -> None:
     """Grouped spend and usage from the archive, as a table, CSV, JSON, PDF or PNG.
 
@@ -376,7 +377,7 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
             if since or until:
                 raise ValueError("--last cannot be combined with --since or --until")
             since, until = last_range(last, utc_today())
-        spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending)
+        spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys)
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose from: {', '.join(METRICS)}")
     except ValueError as exc:
@@ -386,11 +387,25 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
 
     engine = _readable_engine(app)
     with engine.connect() as conn:
-        result = run_report(conn, spec)
+        try:
+            result = run_report(conn, spec)
+        except ValueError as exc:  # e.g. a --key name that matches no key
+            raise BadArgument(str(exc)) from None
+        if spec.breakdown and not result.rows and not _breakdown_archived(conn, spec.breakdown):
+            click.echo(f"note: no {spec.breakdown} breakdown archived yet; add \"{spec.breakdown}\" to [sync] breakdowns", err=True)
         if fmt in ("pdf", "png"):
             _write_binary(conn, result, fmt, output, metric)
             return
     _write_text(result, fmt, output, chart, metric)
+
+
+def _breakdown_archived(conn: Any, breakdown: str) -> bool:
+    from sqlalchemy import select
+
+    from etl.schema import archived_breakdown_days
+
+    query = select(archived_breakdown_days.c.date).where(archived_breakdown_days.c.breakdown == breakdown).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def _write_binary(conn: Any, result: Any, fmt: str, output: str | None, metric: str) -> None:

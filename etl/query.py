@@ -15,6 +15,7 @@ cent without a second scan of the archive.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 from collections.abc import Sequence
@@ -22,34 +23,43 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import Connection, ColumnElement, Select, Table, and_, func, or_, select
 
 from etl.db import iso_week
-from etl.schema import activity
+from etl.schema import BREAKDOWN_SUBJECTS, BREAKDOWN_TABLES, activity, api_keys
 
-DIMENSIONS: dict[str, ColumnElement[Any]] = {
-    "date": activity.c.date,
-    "week": iso_week(activity.c.date),
-    "month": func.substr(activity.c.date, 1, 7),
-    "year": func.substr(activity.c.date, 1, 4),
-    "model": activity.c.model,
-    "permaslug": activity.c.model_permaslug,
-    "provider": activity.c.provider_name,
-    "endpoint": activity.c.endpoint_id,
-}
+def _dimensions(t: Table) -> dict[str, ColumnElement[Any]]:
+    return {
+        "date": t.c.date,
+        "week": iso_week(t.c.date),
+        "month": func.substr(t.c.date, 1, 7),
+        "year": func.substr(t.c.date, 1, 4),
+        "model": t.c.model,
+        "permaslug": t.c.model_permaslug,
+        "provider": t.c.provider_name,
+        "endpoint": t.c.endpoint_id,
+    }
+
+
+def _metrics(t: Table) -> dict[str, ColumnElement[Any]]:
+    return {
+        "usage": func.coalesce(func.sum(t.c.usage), 0.0),
+        "byok_usage_inference": func.coalesce(func.sum(t.c.byok_usage_inference), 0.0),
+        "requests": func.coalesce(func.sum(t.c.requests), 0),
+        "prompt_tokens": func.coalesce(func.sum(t.c.prompt_tokens), 0),
+        "completion_tokens": func.coalesce(func.sum(t.c.completion_tokens), 0),
+        "reasoning_tokens": func.coalesce(func.sum(t.c.reasoning_tokens), 0),
+        "cached_tokens": func.coalesce(func.sum(t.c.cached_tokens), 0),
+        # Reasoning tokens are already part of completion tokens (OpenRouter bills them so).
+        "total_tokens": func.coalesce(func.sum(t.c.prompt_tokens + t.c.completion_tokens), 0),
+    }
+
+
+# Groups that only the breakdown tables have: which breakdown, and its subject column.
+BREAKDOWN_DIMENSIONS = {"key": "key", "workspace": "workspace", "member": "member"}
+DIMENSIONS = {**_dimensions(activity), **{name: None for name in BREAKDOWN_DIMENSIONS}}
 TIME_DIMENSIONS = ("date", "week", "month", "year")
-
-METRICS: dict[str, ColumnElement[Any]] = {
-    "usage": func.coalesce(func.sum(activity.c.usage), 0.0),
-    "byok_usage_inference": func.coalesce(func.sum(activity.c.byok_usage_inference), 0.0),
-    "requests": func.coalesce(func.sum(activity.c.requests), 0),
-    "prompt_tokens": func.coalesce(func.sum(activity.c.prompt_tokens), 0),
-    "completion_tokens": func.coalesce(func.sum(activity.c.completion_tokens), 0),
-    "reasoning_tokens": func.coalesce(func.sum(activity.c.reasoning_tokens), 0),
-    "cached_tokens": func.coalesce(func.sum(activity.c.cached_tokens), 0),
-    # Reasoning tokens are already part of completion tokens (OpenRouter bills them so).
-    "total_tokens": func.coalesce(func.sum(activity.c.prompt_tokens + activity.c.completion_tokens), 0),
-}
+METRICS = _metrics(activity)
 MONEY = ("usage", "byok_usage_inference")
 OTHER = "other"
 _LAST_RE = re.compile(r"^(\d+)([dwmy])$")
@@ -67,6 +77,7 @@ class ReportSpec:
     top: int | None = None
     sort: str | None = None  # a metric, or "group"; None: chronological for time groups, else by spend
     ascending: bool = False
+    keys: tuple[str, ...] = ()  # API key names (exact or glob); reads the per-key breakdown
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.group_by) <= 2:
@@ -85,6 +96,20 @@ class ReportSpec:
             raise ValueError("top must be at least 1")
         if self.sort is not None and self.sort != "group" and self.sort not in METRICS:
             raise ValueError(f"unknown sort {self.sort!r}; choose 'group' or one of: {', '.join(METRICS)}")
+        split = {g for g in self.group_by if g in BREAKDOWN_DIMENSIONS} | ({"key"} if self.keys else set())
+        if len(split) > 1:
+            raise ValueError(f"{' and '.join(sorted(split))} come from different breakdowns; use one of them at a time")
+
+    @property
+    def breakdown(self) -> str | None:
+        """The breakdown table this report reads, or None for the account-level one."""
+        if self.keys:
+            return "key"
+        return next((g for g in self.group_by if g in BREAKDOWN_DIMENSIONS), None)
+
+    @property
+    def table(self) -> Table:
+        return BREAKDOWN_TABLES[self.breakdown] if self.breakdown else activity
 
     @property
     def sort_metric(self) -> str:
@@ -160,29 +185,62 @@ def _pattern(column: ColumnElement[Any], patterns: Sequence[str]) -> ColumnEleme
 # -- queries ------------------------------------------------------------------------------
 
 
-def filters(spec: ReportSpec) -> list[ColumnElement[bool]]:
+def filters(spec: ReportSpec, key_hashes: Sequence[str] | None = None) -> list[ColumnElement[bool]]:
+    t = spec.table
     where: list[ColumnElement[bool]] = []
     if spec.since:
-        where.append(activity.c.date >= spec.since)
+        where.append(t.c.date >= spec.since)
     if spec.until:
-        where.append(activity.c.date <= spec.until)
+        where.append(t.c.date <= spec.until)
     if spec.models:
-        where.append(_pattern(activity.c.model, spec.models))
+        where.append(_pattern(t.c.model, spec.models))
     if spec.providers:
-        where.append(_pattern(activity.c.provider_name, spec.providers))
+        where.append(_pattern(t.c.provider_name, spec.providers))
+    if key_hashes is not None:
+        where.append(t.c.api_key_hash.in_(list(key_hashes)))
     return where
 
 
-def build_query(spec: ReportSpec) -> Select[Any]:
-    dims = [DIMENSIONS[name].label(name) for name in spec.group_by]
-    metrics = [expr.label(name) for name, expr in METRICS.items()]
+def dimension(name: str, table: Table) -> ColumnElement[Any]:
+    if name in BREAKDOWN_DIMENSIONS:
+        return table.c[BREAKDOWN_SUBJECTS[name]]
+    return _dimensions(table)[name]
+
+
+def build_query(spec: ReportSpec, key_hashes: Sequence[str] | None = None) -> Select[Any]:
+    t = spec.table
+    dims = [dimension(name, t).label(name) for name in spec.group_by]
+    metrics = [expr.label(name) for name, expr in _metrics(t).items()]
     query = select(*dims, *metrics).group_by(*dims)
-    where = filters(spec)
+    where = filters(spec, key_hashes)
     return query.where(and_(*where)) if where else query
 
 
+def key_names(conn: Connection) -> dict[str, str]:
+    """Display name per key hash: the key's name, with its masked label where names repeat."""
+    keys = list(conn.execute(select(api_keys.c.hash, api_keys.c.name, api_keys.c.label)))
+    counts: dict[str, int] = {}
+    for _, name, _ in keys:
+        counts[name] = counts.get(name, 0) + 1
+    return {h: (f"{name} ({label})" if counts[name] > 1 else name) for h, name, label in keys}
+
+
+def resolve_keys(names: dict[str, str], patterns: Sequence[str]) -> list[str]:
+    """Hashes of the keys whose display name matches one of ``patterns`` (exact or glob)."""
+    hashes = [h for h, name in names.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    if not hashes:
+        known = ", ".join(sorted(names.values())) or "none archived yet (enable [sync] breakdowns = [\"key\"])"
+        raise ValueError(f"no API key matches {', '.join(patterns)}; known keys: {known}")
+    return hashes
+
+
 def run_report(conn: Connection, spec: ReportSpec) -> Report:
-    rows = [dict(r) for r in conn.execute(build_query(spec)).mappings()]
+    names = key_names(conn) if spec.breakdown == "key" else {}
+    key_hashes = resolve_keys(names, spec.keys) if spec.keys else None
+    rows = [dict(r) for r in conn.execute(build_query(spec, key_hashes)).mappings()]
+    if "key" in spec.group_by:  # rows show the key's name, not its hash
+        for row in rows:
+            row["key"] = names.get(row["key"], row["key"])
     totals = sum_rows(rows)
     if spec.top is not None:
         rows = fold_top(rows, spec.group_by, spec.top, spec.sort_metric)
@@ -255,7 +313,7 @@ def pick_bucket(since: str | None, until: str | None) -> str:
 
 def archive_range(conn: Connection, spec: ReportSpec) -> tuple[str | None, str | None]:
     """First and last day with rows among the spec's filters."""
-    where = filters(spec)
-    query = select(func.min(activity.c.date), func.max(activity.c.date))
+    where = filters(spec, resolve_keys(key_names(conn), spec.keys) if spec.keys else None)
+    query = select(func.min(spec.table.c.date), func.max(spec.table.c.date))
     row = conn.execute(query.where(and_(*where)) if where else query).one()
     return row[0], row[1]

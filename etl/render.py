@@ -108,6 +108,17 @@ def status_lines(s: ArchiveStatus) -> list[str]:
             + (f"; error: {r['error']}" if r["error"] else "")
         )
     lines.append(f"last success  {s.last_success_at or 'never'}")
+    for name, check in s.breakdowns.items():
+        bad = check["mismatches"]
+        if not bad:
+            lines.append(f"{'per ' + name:<14}{check['days_checked']} day(s) checked: the per-{name} sums equal the account totals")
+            continue
+        days = sorted({m["date"] for m in bad})
+        lines.append(f"{'per ' + name:<14}{check['days_checked']} day(s) checked: {len(days)} day(s) differ from the account totals:")
+        for m in bad[:8]:
+            lines.append(f"              {m['date']} {m['metric']}: account {m['account']}, per-{name} sum {m['breakdown_sum']} ({m['difference']:+})")
+        if len(bad) > 8:
+            lines.append(f"              … {len(bad) - 8} more (status --json lists them all)")
     if s.problems:
         lines += [f"health        WARNING: {p}" for p in s.problems]
     else:

@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from etl.db import sqlite_path
 from etl.migrate import current_revision
-from etl.schema import activity, archived_days, credits_snapshots, sync_runs
+from etl.schema import BREAKDOWN_TABLES, activity, archived_breakdown_days, archived_days, credits_snapshots, sync_runs
 from etl.config import HealthConfig
 from etl.window import WINDOW_DAYS, completed_window, days_between
 
@@ -70,6 +70,52 @@ def assess_health(
     return problems
 
 
+CHECKED_METRICS = ("usage", "byok_usage_inference", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens")
+MONEY_TOLERANCE = 1e-6  # USD; per-key amounts are rounded before OpenRouter adds them up
+
+
+def compare_sums(account: dict[str, dict[str, Any]], split: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per day and metric, where the breakdown's sum differs from the account total."""
+    mismatches = []
+    for day in sorted(set(account) & set(split)):
+        for metric in CHECKED_METRICS:
+            total, parts = account[day][metric] or 0, split[day][metric] or 0
+            off = abs(total - parts) > MONEY_TOLERANCE if metric in ("usage", "byok_usage_inference") else total != parts
+            if off:
+                mismatches.append({"date": day, "metric": metric, "account": total, "breakdown_sum": parts, "difference": parts - total})
+    return mismatches
+
+
+def check_breakdowns(conn: Connection) -> dict[str, dict[str, Any]]:
+    """For the key and workspace breakdowns: per day archived both ways, sums vs account totals.
+
+    A difference means the split misses something (a key deleted before it was listed,
+    late data fetched for one and not the other) and is worth a look.
+    """
+    def sums(table: Any, days: Any) -> dict[str, dict[str, Any]]:
+        query = select(table.c.date, *(func.sum(table.c[m]).label(m) for m in CHECKED_METRICS)).where(table.c.date.in_(days)).group_by(table.c.date)
+        return {r["date"]: dict(r) for r in conn.execute(query).mappings()}
+
+    results = {}
+    for breakdown in ("key", "workspace"):
+        marked = (
+            select(archived_breakdown_days.c.date)
+            .where(archived_breakdown_days.c.breakdown == breakdown)
+            .where(archived_breakdown_days.c.date.in_(select(archived_days.c.date)))
+            .distinct()
+        )
+        days = [d for (d,) in conn.execute(marked)]
+        if not days:
+            continue
+        split = sums(BREAKDOWN_TABLES[breakdown], days)
+        account = sums(activity, days)
+        empty = dict.fromkeys(CHECKED_METRICS, 0)
+        account = {d: account.get(d, empty) for d in days}
+        split = {d: split.get(d, empty) for d in days}
+        results[breakdown] = {"days_checked": len(days), "mismatches": compare_sums(account, split)}
+    return results
+
+
 @dataclass
 class ArchiveStatus:
     warehouse: str
@@ -87,6 +133,7 @@ class ArchiveStatus:
     last_run: dict[str, Any] | None = None
     last_success_at: str | None = None
     credits: dict[str, Any] | None = None
+    breakdowns: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -134,6 +181,8 @@ def _read(engine: Engine, today: date) -> ArchiveStatus:
             status.last_run = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in last.items()}
         success = conn.execute(select(func.max(sync_runs.c.finished_at)).where(sync_runs.c.outcome == "ok")).scalar()
         status.last_success_at = success.isoformat() if success else None
+        if status.schema_revision >= "0003":
+            status.breakdowns = check_breakdowns(conn)
         snap = conn.execute(select(credits_snapshots).order_by(credits_snapshots.c.id.desc()).limit(1)).mappings().first()
         if snap:
             status.credits = {
