@@ -11,8 +11,9 @@ What the API offers (2026, see ``shared/reference/api-notes.md``): ``/activity``
 
 Each request covers the whole window unless the subject needs a single day. Requests run
 at most ``concurrency`` at a time and start at least ``pacing_seconds`` apart; a failure
-on one subject (after the client's retries) is reported and the others carry on. Every
-(breakdown, subject, day) is written in its own transaction with its archived mark.
+on one subject (after the client's retries) is reported and the others carry on. Each
+day of a breakdown is then written in one transaction, every subject's rows with their
+archived marks, so a day is never split half-way across keys.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class Pacer:
 class Subject:
     breakdown: str
     subject: str  # key hash, member id, or "*" for all workspaces
-    days: list[date]
+    days: tuple[date, ...]
 
     def params(self) -> dict[str, str]:
         if self.breakdown == "key":
@@ -132,7 +133,7 @@ def run_breakdowns(
                 have = warehouse.archived_breakdown_dates(conn, breakdown, name, window[0].isoformat(), window[1].isoformat())
                 days = plan(have)
                 if days:
-                    todo.append(Subject(breakdown, name, days))
+                    todo.append(Subject(breakdown, name, tuple(days)))
         _fetch_all(engine, client, todo, settings, window, result, run_id, now, stop)
         log.info("%s", result.describe())
     return results
@@ -169,45 +170,59 @@ def _fetch_all(
         date_param = subject.days[0].isoformat() if len(subject.days) == 1 else None
         return client.activity(date_param, **subject.params())
 
-    # Fetch concurrently; write in this thread, one day per transaction (SQLite has one writer).
+    fetched: list[tuple[Subject, Fetched]] = []
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="breakdown") as pool:
         futures = {pool.submit(fetch, s): s for s in todo}
         for future in as_completed(futures):
             subject = futures[future]
             result.requests += 1
             try:
-                fetched = future.result()
-                _load(engine, subject, fetched, window, result, run_id, now, stop)
+                fetched.append((subject, future.result()))
             except ArchiveError as exc:
-                result.days_failed += len(subject.days)
-                result.errors.append(f"{_label(subject)}: {exc}")
-                log.warning("%s: %s", _label(subject), exc)
+                _fail(result, subject, len(subject.days), str(exc))
+    if fetched:
+        _load(engine, fetched, window, result, run_id, now, stop)
 
 
 def _load(
-    engine: Engine, subject: Subject, fetched: Fetched, window: tuple[date, date], result: BreakdownResult,
+    engine: Engine, fetched: list[tuple[Subject, Fetched]], window: tuple[date, date], result: BreakdownResult,
     run_id: int | None, now: Callable[[], datetime], stop: threading.Event,
 ) -> None:
+    """Write the breakdown day by day: each day, for every subject, in one transaction."""
     with engine.begin() as conn:
-        raw_id = warehouse.store_raw(conn, fetched, run_id)
-    request_window = (subject.days[0], subject.days[0]) if len(subject.days) == 1 else window
-    parsed = parse_activity(fetched.document, request_window, "workspace_id" if subject.breakdown == "workspace" else None)
-    for day in (d.isoformat() for d in subject.days):
+        raw_ids = {s.subject: warehouse.store_raw(conn, f, run_id) for s, f in fetched}
+    parsed = {}
+    for subject, response in fetched:
+        request_window = (subject.days[0], subject.days[0]) if len(subject.days) == 1 else window
+        try:
+            parsed[subject] = parse_activity(
+                response.document, request_window, "workspace_id" if subject.breakdown == "workspace" else None
+            )
+        except ArchiveError as exc:
+            _fail(result, subject, len(subject.days), str(exc))
+    for day in sorted({d.isoformat() for s in parsed for d in s.days}):
         if stop.is_set():
             raise Interrupted("interrupted: stop requested")
-        if day in parsed.rejected:
-            result.days_failed += 1
-            result.errors.append(f"{_label(subject)} {day}: {parsed.rejected[day]}")
-            continue
+        todo = [(s, p) for s, p in parsed.items() if day in {d.isoformat() for d in s.days}]
         with engine.begin() as conn:
-            written = warehouse.save_breakdown_day(
-                conn, subject.breakdown, subject.subject, day, parsed.days.get(day, []),
-                now=now(), run_id=run_id, raw_response_id=raw_id,
-            )
-        result.days_archived += 1
-        result.rows_inserted += written.inserted
-        result.rows_updated += written.updated
-        result.rows_unchanged += written.unchanged
+            for subject, days in todo:
+                if day in days.rejected:
+                    _fail(result, subject, 1, f"{day}: {days.rejected[day]}")
+                    continue
+                written = warehouse.save_breakdown_day(
+                    conn, subject.breakdown, subject.subject, day, days.days.get(day, []),
+                    now=now(), run_id=run_id, raw_response_id=raw_ids[subject.subject],
+                )
+                result.days_archived += 1
+                result.rows_inserted += written.inserted
+                result.rows_updated += written.updated
+                result.rows_unchanged += written.unchanged
+
+
+def _fail(result: BreakdownResult, subject: Subject, days: int, error: str) -> None:
+    result.days_failed += days
+    result.errors.append(f"{_label(subject)}: {error}")
+    log.warning("%s: %s", _label(subject), error)
 
 
 def _label(subject: Subject) -> str:

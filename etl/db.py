@@ -8,6 +8,7 @@ and runs on PostgreSQL unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,13 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 def upsert(engine_or_dialect: Engine | str, table: Table, keys: Sequence[str], update: Sequence[str]) -> Insert:
     """``INSERT … ON CONFLICT (keys) DO UPDATE SET update = excluded.update`` for the dialect."""
     name = engine_or_dialect if isinstance(engine_or_dialect, str) else engine_or_dialect.dialect.name
+    return _upsert(name, table, tuple(keys), tuple(update))
+
+
+@lru_cache(maxsize=64)
+def _upsert(name: str, table: Table, keys: tuple[str, ...], update: tuple[str, ...]) -> Insert:
+    # Cached: statements are immutable, and building one (with its `excluded` columns)
+    # costs more than the few rows of a typical day it writes.
     if name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif name == "postgresql":
