@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from typing import Any
 
 from sqlalchemy import Engine
 

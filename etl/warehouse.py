@@ -121,11 +121,7 @@ def save_day(
 ) -> DayWrite:
     """Upsert one day's account-level rows and mark the day archived, in the caller's transaction."""
     written = save_rows(conn, activity, day, rows, now=now)
-    mark = upsert(conn.engine, archived_days, ("date",), ("row_count", "last_fetched_at", "run_id", "raw_response_id"))
-    conn.execute(
-        mark,
-        {"date": day, "row_count": len(rows), "first_archived_at": now, "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_response_id},
-    )
+    _mark(conn, archived_days, {"date": day}, len(rows), now, run_id, raw_response_id)
     return written
 
 
@@ -147,17 +143,20 @@ def save_breakdown_day(
         written = save_rows(conn, table, day, rows, now=now, key=(column, "endpoint_id"))
     else:
         written = save_rows(conn, table, day, rows, now=now, scope={column: subject})
-    mark = upsert(
-        conn.engine, archived_breakdown_days, ("breakdown", "subject", "date"), ("row_count", "last_fetched_at", "run_id", "raw_response_id")
-    )
-    conn.execute(
-        mark,
-        {
-            "breakdown": breakdown, "subject": subject, "date": day, "row_count": len(rows),
-            "first_archived_at": now, "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_response_id,
-        },
-    )
+    _mark(conn, archived_breakdown_days, {"breakdown": breakdown, "subject": subject, "date": day}, len(rows), now, run_id, raw_response_id)
     return written
+
+
+def _mark(
+    conn: Connection, table: Table, key: Mapping[str, str], row_count: int, now: datetime,
+    run_id: int | None, raw_response_id: int | None,
+) -> None:
+    """Record a fetched day (keeping when it was first archived), even one without rows."""
+    stmt = upsert(conn.engine, table, tuple(key), ("row_count", "last_fetched_at", "run_id", "raw_response_id"))
+    conn.execute(
+        stmt,
+        {**key, "row_count": row_count, "first_archived_at": now, "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_response_id},
+    )
 
 
 def save_keys(conn: Connection, keys: Iterable[Mapping[str, Any]], now: datetime) -> int:

@@ -7,6 +7,18 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def query(url: str, sql: str) -> list[tuple]:
+    """Rows of ``sql`` on the warehouse at ``url``, read the plain way, apart from the code under test."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT

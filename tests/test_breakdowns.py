@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import KEY
+from conftest import KEY, query
 from etl import migrate
 from etl.breakdowns import Pacer, run_breakdowns
 from etl.client import OpenRouterClient
@@ -20,14 +20,6 @@ from etl.standin import Dataset, Fault, StandIn
 from etl.sync import sync_subject_plan
 from etl.window import completed_window, utc_today
 
-
-def query(url, sql):
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ import pytest
 import time_machine
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import create_engine, text
 
-from conftest import KEY
+from conftest import KEY, query
 from etl import migrate
 from etl.client import OpenRouterClient
 from etl.config import parse_config
@@ -29,14 +28,6 @@ from etl.db import open_engine
 from etl.lock import writer_lock
 from etl.standin import Dataset, Fault, StandIn
 
-
-def query(url, sql):
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
 
 
 def wait_for(condition, timeout=20.0, interval=0.02):

@@ -9,21 +9,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import time_machine
-from sqlalchemy import create_engine, text
 
-from conftest import INFERENCE_KEY, KEY
+from conftest import INFERENCE_KEY, KEY, query
 from etl.standin import Fault
 from etl.window import completed_window, utc_today
 from etl.validate import parse_activity
 
-
-def query(url: str, sql: str) -> list[tuple]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
 
 
 ACTIVITY = (
