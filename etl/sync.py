@@ -153,7 +153,12 @@ def run_sync(
         report.outcomes += [DayOutcome(d, "failed", error=str(exc)) for d in report.planned if d not in done]
     if settings is not None and settings.breakdowns and report.error is None:
         plan = subject_plan or (lambda _have: list(days))
-        report.breakdowns = run_breakdowns(engine, client, settings, today, plan, run_id=run_id, now=now, stop=stop)
+        try:
+            with _writing():
+                report.breakdowns = run_breakdowns(engine, client, settings, today, plan, run_id=run_id, now=now, stop=stop)
+        except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
+            report.error = f"breakdowns: {exc}"
+            report.interrupted = isinstance(exc, Interrupted)
         report.interrupted = report.interrupted or stop.is_set()
     _finish(engine, report, started, now)
     return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -215,3 +215,27 @@ def test_bad_breakdown_setting_is_a_config_error(run, cli_env, tmp_path):
     result = run("sync")
     assert result.exit_code == 2
     assert "[sync] breakdowns: unknown value 'keys'; choose from: key, workspace, member" in result.stderr
+
+
+def test_stop_during_breakdowns_is_recorded_not_raised(api, warehouse_url):
+    from etl.sync import run_sync
+
+    config = parse_config({"openrouter": {"base_url": api.base_url}, "sync": {"breakdowns": ["key"]}}, "test")
+    engine = open_engine(warehouse_url)
+    migrate.upgrade(engine)
+    stop = threading.Event()
+    client = OpenRouterClient.from_config(config.openrouter, KEY, stop=stop)
+    real_list_keys = client.list_keys
+
+    def list_then_stop(*args, **kwargs):  # SIGTERM arrives while the keys are being listed
+        result = real_list_keys(*args, **kwargs)
+        stop.set()
+        return result
+
+    client.list_keys = list_then_stop  # type: ignore[method-assign]
+    report = run_sync(engine, client, [utc_today() - timedelta(days=1)], trigger="test", stop=stop, settings=config.sync)
+    assert report.interrupted and not report.ok
+    assert query(warehouse_url, "SELECT outcome FROM sync_runs") == [("interrupted",)]
+    assert query(warehouse_url, "SELECT count(*) FROM archived_days") == [(1,)]  # the account day stays
+    client.close()
+    engine.dispose()
