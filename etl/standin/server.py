@@ -61,7 +61,7 @@ _ERROR_FAULTS: dict[str, tuple[int, str]] = {
     "524": (524, "<edge>"),
     "529": (529, "Provider returned error: overloaded"),
 }
-FAULT_KINDS = frozenset(_ERROR_FAULTS) | {"reset", "truncate", "slow", "malformed", "not_json"}
+FAULT_KINDS = frozenset(_ERROR_FAULTS) | {"reset", "truncate", "slow", "malformed", "not_json", "body"}
 
 _EDGE_PAGES = {
     502: "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -84,12 +84,14 @@ class Fault:
     `delay` seconds are waited before the fault plays out (for "slow" it is the
     whole point; 0 means 5 s). `path`: only requests whose path ends with it are
     affected, e.g. "/activity"; others pass through and leave the fault queued.
+    Kind "body" answers 200 with exactly `body` (hostile-input tests).
     """
 
     kind: str
     retry_after: float | None = None
     delay: float = 0.0
     path: str | None = None
+    body: bytes = b""
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -433,6 +435,8 @@ class StandIn:
             response = _fault_response(fault)
         elif kind == "not_json":
             response = _Response(200, b"<html>oops</html>")
+        elif kind == "body" and fault is not None:
+            response = _Response(200, fault.body)
         else:
             response = self._route(handler, path, params)
             if kind == "malformed" and response.status == 200:
