@@ -80,9 +80,23 @@ def _run(direction: str, engine: Engine, revision: str) -> None:
 
     cfg = _alembic_config()
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            getattr(command, direction)(cfg, revision)
+        with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # Batch migrations rebuild tables that others reference; SQLite would refuse
+                # the intermediate state. The check below runs before anything is committed.
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    getattr(command, direction)(cfg, revision)
+                    if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                        raise WarehouseError("migration failed, the warehouse is unchanged: it would break a foreign key")
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    conn.commit()
     except SQLAlchemyError as exc:
         raise WarehouseError(f"migration failed, the warehouse is unchanged: {_reason(exc)}") from None
 
