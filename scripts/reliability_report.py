@@ -327,6 +327,32 @@ def _judge(name: str, expected_end: str, code: int, output: str, db: Path, befor
     return HostileOutcome(name, "loaded exactly", "", rss)
 
 
+# -- exactness checks (one per way the archive could lose or misstate history) -------------
+
+
+@dataclass
+class CheckRow:
+    """One row of the exactness table: what was tried, how it ended, rows lost."""
+
+    check: str
+    tried: str
+    result: str
+    rows_lost: int = 0
+    ok: bool = True
+
+
+EXACTNESS_CHECKS: list[Any] = []
+
+
+def exactness_check(function: Any) -> Any:
+    """Register a check (a function returning a CheckRow) for the report and the tests."""
+    EXACTNESS_CHECKS.append(function)
+    return function
+
+
+# Checks are defined below, one section per item, each registered with @exactness_check.
+
+
 # -- the report ---------------------------------------------------------------------------
 
 
@@ -357,7 +383,10 @@ def main() -> None:
         detail = f": {outcome.detail}" if outcome.detail else ""
         print(f"| hostile input: {outcome.name} | {outcome.ended}{detail} |")
     print(f"| peak memory of a sync process (200 MB body included) | {max(o.max_rss_mb for o in hostile):.0f} MiB |")
-    print(f"| **rows lost** | **{crash.rows_lost + storm.rows_lost}** |")
+    checks = [check() for check in EXACTNESS_CHECKS]
+    for row in checks:
+        print(f"| {row.check} | {row.tried}; {row.result}; rows lost: {row.rows_lost}{'' if row.ok else ' **FAILED**'} |")
+    print(f"| **rows lost** | **{crash.rows_lost + storm.rows_lost + sum(r.rows_lost for r in checks)}** |")
 
 
 if __name__ == "__main__":
