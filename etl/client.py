@@ -52,6 +52,7 @@ from etl.errors import (
     PermissionDeniedError,
     TransientAPIError,
 )
+from etl.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,9 @@ def _api_message(response: httpx.Response) -> str | None:
         return None
     error = doc.get("error") if isinstance(doc, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    return str(message)[:300] if message else None
+    # Masked before it becomes part of any exception: an echoed Authorization header
+    # would otherwise travel into logs and the run log.
+    return redact(str(message))[:300] if message else None
 
 
 def _retry_after(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
@@ -337,5 +340,5 @@ def _short(exc: Exception) -> str:
 
 
 def _snippet(body: bytes, limit: int = 80) -> str:
-    text = body[:limit].decode("utf-8", "replace").replace("\n", " ")
+    text = redact(body[:limit].decode("utf-8", "replace").replace("\n", " "))
     return repr(text + ("…" if len(body) > limit else ""))

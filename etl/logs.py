@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 
 _secrets: set[str] = set()
+
+# Shapes of credentials that must be masked even when nobody registered them: an API
+# error body may echo the Authorization header, and a process that stores or shows it
+# later (``status``) never saw the key. A masked label (``sk-or-v1-0e6...1c96``) is
+# too short after the prefix to match and stays readable.
+_TOKEN_SHAPES = re.compile(r"sk-or-[A-Za-z0-9_\-]{16,}|(?<=[Bb]earer )[A-Za-z0-9._~+/=\-]+|(?<=BEARER )[A-Za-z0-9._~+/=\-]+")
 
 
 def register_secret(value: str | None) -> None:
@@ -17,9 +24,10 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
+    """``text`` with every registered secret and every token-shaped string masked."""
     for secret in _secrets:
         text = text.replace(secret, "***")
-    return text
+    return _TOKEN_SHAPES.sub("***", text)
 
 
 class _RedactingFilter(logging.Filter):

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, Table, select, update
 
 from etl.client import Fetched
 from etl.db import upsert
+from etl.logs import redact
 from etl.schema import (
     ACTIVITY_ATTRIBUTES,
     ACTIVITY_METRICS,
@@ -248,6 +249,11 @@ def start_run(engine: Engine, trigger: str, now: datetime) -> int:
 
 
 def finish_run(engine: Engine, run_id: int, *, now: datetime, outcome: str, error: str | None = None, **counts: Any) -> None:
+    # The run log outlives the process that knew the key: mask secrets before storing.
+    if error is not None:
+        error = redact(error)
+    if isinstance(counts.get("details"), str):
+        counts["details"] = redact(counts["details"])
     with engine.begin() as conn:
         conn.execute(
             update(sync_runs).where(sync_runs.c.id == run_id).values(finished_at=now, outcome=outcome, error=error, **counts)

@@ -21,9 +21,13 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +355,75 @@ def exactness_check(function: Any) -> Any:
 
 
 # Checks are defined below, one section per item, each registered with @exactness_check.
+
+
+# -- issue 9 item 7: a key echoed by the API is never stored ------------------------------
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    """Answers every request with an error whose message repeats the Authorization header."""
+
+    status = 500
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        auth = self.headers.get("Authorization", "")
+        message = f"upstream rejected request; headers: Authorization: {auth}"
+        body = json.dumps({"error": {"code": self.status, "message": message}}).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@contextmanager
+def echoing_api(status: int = 500) -> Iterator[str]:
+    """A real HTTP server on loopback that echoes the key in its error bodies; yields its base URL."""
+    handler = type("Handler", (_EchoHandler,), {"status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_cli(folder: Path, base_url: str, db: Path, *args: str, key: str | None = KEY, config: str = "") -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess with a minimal environment (the key only when given)."""
+    (folder / "config.toml").write_text(config)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(folder), "OPENROUTER_BASE_URL": base_url,
+           "OPENROUTER_ARCHIVE_DB": f"sqlite:///{db}", "OPENROUTER_ARCHIVE_CONFIG": str(folder / "config.toml")}
+    if key:
+        env["OPENROUTER_API_KEY"] = key
+    return subprocess.run([sys.executable, "-m", "etl", *args], env=env, cwd=folder, capture_output=True, text=True, timeout=300)
+
+
+@exactness_check
+def key_echoed_by_the_api() -> CheckRow:
+    config = FAST_RETRIES.format(attempts=2, timeout=5, max_mb=64)
+    leaks = []
+    tried = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for status in (400, 500):
+            folder = Path(tmp) / str(status)
+            folder.mkdir()
+            db = folder / "archive.db"
+            with echoing_api(status) as url:
+                outputs = [run_cli(folder, url, db, "sync", config=config), run_cli(folder, url, db, "status", key=None, config=config)]
+            tried += 1
+            leaks += [f"{status}: output" for o in outputs if KEY in o.stdout + o.stderr]
+            leaks += [f"{status}: {p.name}" for p in folder.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+    return CheckRow(
+        "API error bodies that echo the key (400 and 500)",
+        f"{tried} syncs and status runs against a server echoing `Authorization`; every file searched, WAL included",
+        f"key found in: {', '.join(leaks)}" if leaks else "key found nowhere (stored and shown as `Bearer ***`)",
+        ok=not leaks,
+    )
 
 
 # -- the report ---------------------------------------------------------------------------
