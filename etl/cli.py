@@ -45,7 +45,7 @@ class App:
         from etl import migrate as migrations
         from etl.db import open_engine
 
-        engine = open_engine(self.config.warehouse_url)
+        engine = open_engine(self.config.warehouse_url, self.config.warehouse.busy_timeout_seconds)
         if migrate:
             migrations.upgrade(engine)
         return engine
@@ -91,8 +91,14 @@ class ArchiveGroup(click.Group):
             app = ctx.obj
             if isinstance(app, App) and app.debug:
                 raise
+            from etl.db import describe_failure, is_operational_failure
+
+            if is_operational_failure(exc) and isinstance(app, App):
+                click.echo(redact(f"Error: {describe_failure(exc, app.config.warehouse_url)}"), err=True)
+                ctx.exit(1)
             click.echo(redact(f"Error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)"), err=True)
             ctx.exit(1)
+
 
 
 pass_app = click.make_pass_decorator(App)
@@ -216,7 +222,7 @@ def status(app: App, as_json: bool, check: bool) -> None:
     from etl.status import read_status
     from etl.window import utc_today
 
-    report = read_status(app.engine(migrate=False), utc_today(), app.config.health)
+    report = read_status(app.engine(migrate=False), utc_today(), app.config.health, check_integrity=check)
     if as_json:
         click.echo(json.dumps({**report.as_dict(), "healthy": report.healthy}, indent=2))
     else:
@@ -306,8 +312,11 @@ def run(app: App, interval_seconds: float | None) -> None:
     import logging
     import threading
 
-    from etl.daemon import Daemon
+    from etl.daemon import Daemon, cron_trigger
     from etl.logs import setup_logging
+
+    schedule = app.config.schedule  # a schedule that cannot work is refused before anything else
+    cron_trigger(schedule.sync_cron, "sync_cron", app.config.source)
 
     if not app.quiet and app.verbose == 0:
         setup_logging(0, fmt=app.log_format, level=logging.INFO)

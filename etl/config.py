@@ -10,7 +10,9 @@ the TOML file, so that a config file can be shared or committed safely.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -36,7 +38,7 @@ def _setting(default: Any, *, ge: float | None = None, gt: float | None = None, 
 @dataclass(frozen=True)
 class OpenRouterConfig:
     base_url: str = "https://openrouter.ai/api/v1"
-    api_key_env: str = "OPENROUTER_API_KEY"
+    api_key_env: str = field(default="OPENROUTER_API_KEY", metadata={"required": True})
     timeout_seconds: float = _setting(30.0, gt=0)
     max_attempts: int = _setting(6, ge=1, le=100)
     max_retry_seconds: float = _setting(300.0, ge=0)
@@ -49,6 +51,7 @@ class OpenRouterConfig:
 @dataclass(frozen=True)
 class WarehouseConfig:
     url: str = ""
+    busy_timeout_seconds: float = _setting(30.0, ge=0)
 
 
 BREAKDOWNS = ("key", "workspace", "member")
@@ -111,10 +114,14 @@ def _check_value(value: object, kind: type, meta: Mapping[str, Any]) -> Any:
     if kind is str:
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {value!r}")
+        if meta.get("required") and not value.strip():
+            raise ValueError("must not be empty")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
         raise ValueError(f"expected {'a whole number' if kind is int else 'a number'}, got {value!r}")
     number = kind(value)
+    if not math.isfinite(number):
+        raise ValueError(f"must be a finite number, got {value!r}")
     if meta.get("gt") is not None and not number > meta["gt"]:
         raise ValueError(f"must be greater than {meta['gt']:g}, got {value!r}")
     if meta.get("ge") is not None and not number >= meta["ge"]:
@@ -188,8 +195,30 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
-    config = parse_config(data, source)
-    return apply_env_overrides(config, env)
+    config = apply_env_overrides(parse_config(data, source), env)
+    check_urls(config, env)
+    return config
+
+
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def check_urls(config: Config, env: Mapping[str, str]) -> None:
+    """Refuse URLs that cannot work, before any request or file is touched."""
+    base = config.openrouter.base_url
+    where = f"${BASE_URL_ENV}" if env.get(BASE_URL_ENV) else f"{config.source}: [openrouter] base_url"
+    if not re.match(r"^https?://[^/]", base):
+        raise ConfigError(f"{where}: expected an http:// or https:// URL, got {base!r}")
+    url = config.warehouse_url
+    where = f"${DB_ENV}" if env.get(DB_ENV) else f"{config.source}: [warehouse] url"
+    if not _URL_SCHEME.match(url):
+        absolute = Path(url).expanduser().resolve()
+        raise ConfigError(f"{where}: {url!r} is a path, not a URL; for a SQLite file write sqlite:///{absolute}")
+    scheme, _, rest = url.partition("://")
+    if scheme.split("+")[0] == "sqlite":
+        database = rest[1:].split("?")[0] if rest.startswith("/") else rest.split("?")[0]
+        if database in ("", ":memory:") or "mode=memory" in rest:
+            raise ConfigError(f"{where}: {url!r} is a database in memory, which keeps nothing; give a file, e.g. sqlite:////abs/path/archive.db")
 
 
 def apply_env_overrides(config: Config, env: Mapping[str, str]) -> Config:

@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 from etl import warehouse
 from etl.client import OpenRouterClient
 from etl.config import Config
+from etl.db import describe_failure, is_operational_failure
 from etl.errors import ArchiveError, ConfigError
 from etl.lock import writer_lock
 from etl.sync import SyncReport, pending_days, run_sync, sync_subject_plan
@@ -47,9 +48,12 @@ class SyncFailed(ArchiveError):
 
 def cron_trigger(expression: str, setting: str, source: str) -> CronTrigger:
     try:
-        return CronTrigger.from_crontab(expression, timezone=timezone.utc)
+        trigger = CronTrigger.from_crontab(expression, timezone=timezone.utc)
     except ValueError as exc:
         raise ConfigError(f"{source}: [schedule] {setting}: not a valid cron expression {expression!r} ({exc})") from None
+    if trigger.get_next_fire_time(None, _now()) is None:  # e.g. "30 0 31 2 *", February 31st
+        raise ConfigError(f"{source}: [schedule] {setting}: {expression!r} never fires; the daemon would never sync")
+    return trigger
 
 
 @dataclass
@@ -152,18 +156,25 @@ class Daemon:
             return
         if event.job_id not in (SYNC_JOB, RETRY_JOB):
             if event.code == EVENT_JOB_ERROR:
-                log.error("job %s failed: %s", event.job_id, event.exception, extra={"event": "failed", "job": event.job_id})
+                log.error("job %s failed: %s", event.job_id, self._describe(event), extra={"event": "failed", "job": event.job_id})
             return
         if event.code == EVENT_JOB_EXECUTED:
             self.failures_in_a_row = 0
             return
         assert isinstance(event, JobExecutionEvent)
         self.failures_in_a_row += 1
-        detail = str(event.exception)
-        if not isinstance(event.exception, ArchiveError):  # a bug: keep the traceback
-            detail = f"unexpected {type(event.exception).__name__}: {event.exception}\n{event.traceback}"
+        detail = self._describe(event)
         log.error("%s", detail, extra={"event": "failed", "job": event.job_id, "failures_in_a_row": self.failures_in_a_row})
         self._schedule_retry()
+
+    def _describe(self, event: Any) -> str:
+        """One line for an expected failure (API, warehouse); a bug keeps its traceback."""
+        exc = event.exception
+        if isinstance(exc, ArchiveError):
+            return str(exc)
+        if is_operational_failure(exc):
+            return describe_failure(exc, self.config.warehouse_url)
+        return f"unexpected {type(exc).__name__}: {exc}\n{event.traceback}"
 
     def _schedule_retry(self) -> None:
         schedule = self.config.schedule

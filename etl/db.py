@@ -24,8 +24,12 @@ from etl.errors import WarehouseError
 BUSY_TIMEOUT_MS = 30_000
 
 
-def open_engine(url: str) -> Engine:
-    """An engine for the warehouse URL; a SQLite file's folder is created if needed."""
+def open_engine(url: str, busy_timeout_seconds: float = BUSY_TIMEOUT_MS / 1000) -> Engine:
+    """An engine for the warehouse URL; a SQLite file's folder is created if needed.
+
+    ``busy_timeout_seconds``: how long a statement waits for another process's lock on a
+    SQLite file before it fails with "database is locked".
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -36,7 +40,7 @@ def open_engine(url: str) -> Engine:
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise WarehouseError(f"cannot create the warehouse folder for {parsed.database}: {exc.strerror}") from None
-        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(parsed, connect_args={"timeout": busy_timeout_seconds})
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
     try:
@@ -51,9 +55,66 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # this file is often the only copy left of data OpenRouter has already deleted.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+# What a database failure means for the person running the tool, by the driver's own words
+# (SQLite's messages, PostgreSQL's SQLSTATE text): the fix differs, so the hint does.
+_FAILURE_HINTS = (
+    (("database or disk is full", "disk full", "no space left"), "the disk is full: free some space and run it again; every day already written is intact"),
+    (("readonly database", "read-only", "permission denied", "readonly"), "the warehouse is read-only for this user: check the permissions of the file and its folder"),
+    (("malformed", "not a database", "disk i/o error", "corrupt"), "the warehouse file is damaged: restore it from a backup (`status --check` runs SQLite's quick_check)"),
+    (("database is locked", "database table is locked", "busy", "lock timeout"), "the warehouse is locked by another process for longer than [warehouse] busy_timeout_seconds"),
+    (("unable to open database", "could not connect", "connection refused"), "cannot open the warehouse: check the path (or server) and its permissions"),
+)
+
+
+def is_operational_failure(exc: BaseException) -> bool:
+    """A failure of the warehouse itself (disk, file, lock, server), not a bug in our SQL.
+
+    Integrity and programming errors stay "unexpected": they would mean a bug of ours.
+    """
+    import sqlite3
+
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, (sa.OperationalError, sa.InternalError)) or type(exc) is sa.DatabaseError:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+def describe_failure(exc: BaseException, url: str) -> str:
+    """One line naming the warehouse and the cause of a database failure.
+
+    Never the SQL, its parameters or a password: the driver's first line of text, and what
+    to do about it.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    cause = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    lowered = cause.lower()
+    hint = next((h for needles, h in _FAILURE_HINTS if any(n in lowered for n in needles)), None)
+    return f"warehouse {display_url(url)}: {cause}" + (f" ({hint})" if hint else "")
+
+
+def display_url(url: str) -> str:
+    """The warehouse as a user recognises it: a SQLite file's path, another URL without its password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "<invalid URL>"
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return parsed.database
+    return parsed.render_as_string(hide_password=True)
+
+
+def quick_check(engine: Engine) -> list[str] | None:
+    """Problems a fast structural check finds (empty: none), or None where there is no such check."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with engine.connect() as conn:
+        found = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(20)")]
+    return [] if found == ["ok"] else found
 
 
 def upsert(engine_or_dialect: Engine | str, table: Table, keys: Sequence[str], update: Sequence[str]) -> Insert:

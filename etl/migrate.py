@@ -10,6 +10,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from etl.db import describe_failure
 from etl.errors import WarehouseError
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def current_revision(engine: Engine) -> str | None:
                 return None
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError as exc:
-        raise WarehouseError(f"cannot read the warehouse: {_reason(exc)}") from None
+        raise WarehouseError(describe_failure(exc, str(engine.url))) from None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
@@ -98,8 +99,4 @@ def _run(direction: str, engine: Engine, revision: str) -> None:
                     conn.exec_driver_sql("PRAGMA foreign_keys=ON")
                     conn.commit()
     except SQLAlchemyError as exc:
-        raise WarehouseError(f"migration failed, the warehouse is unchanged: {_reason(exc)}") from None
-
-
-def _reason(exc: SQLAlchemyError) -> str:
-    return str(getattr(exc, "orig", None) or exc).split("\n")[0]
+        raise WarehouseError(f"migration failed, the warehouse is unchanged: {describe_failure(exc, str(engine.url))}") from None

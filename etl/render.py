@@ -88,6 +88,8 @@ class DayPrinter:
 
 def status_lines(s: ArchiveStatus) -> list[str]:
     lines = [f"warehouse     {s.warehouse} ({human_bytes(s.warehouse_bytes)})"]
+    if s.integrity:
+        return lines + [f"health        WARNING: {p}" for p in s.problems]
     if s.schema_revision is None:
         return lines + ["archive       empty: not created yet (run `openrouter-archive sync`)"] + [f"health        WARNING: {p}" for p in s.problems]
     lines.append(f"schema        revision {s.schema_revision}")
@@ -119,6 +121,8 @@ def status_lines(s: ArchiveStatus) -> list[str]:
             lines.append(f"              {m['date']} {m['metric']}: account {m['account']}, per-{name} sum {m['breakdown_sum']} ({m['difference']:+})")
         if len(bad) > 8:
             lines.append(f"              … {len(bad) - 8} more (status --json lists them all)")
+    if s.integrity is not None:
+        lines.append("integrity     ok (quick_check)")
     if s.problems:
         lines += [f"health        WARNING: {p}" for p in s.problems]
     else:

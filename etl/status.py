@@ -8,8 +8,9 @@ from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
-from etl.db import sqlite_path
+from etl.db import describe_failure, quick_check, sqlite_path
 from etl.migrate import current_revision
 from etl.schema import BREAKDOWN_TABLES, activity, archived_breakdown_days, archived_days, credits_snapshots, sync_runs
 from etl.config import HealthConfig
@@ -134,6 +135,7 @@ class ArchiveStatus:
     last_success_at: str | None = None
     credits: dict[str, Any] | None = None
     breakdowns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    integrity: list[str] | None = None  # quick_check's findings ([] = ok); None = not checked
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -144,11 +146,35 @@ class ArchiveStatus:
         return asdict(self)
 
 
-def read_status(engine: Engine, today: date, health: HealthConfig | None = None) -> ArchiveStatus:
-    status = _read(engine, today)
+def read_status(engine: Engine, today: date, health: HealthConfig | None = None, *, check_integrity: bool = False) -> ArchiveStatus:
+    """What the archive holds; with ``check_integrity``, also a structural check of the file.
+
+    The check runs first: on a damaged file the other queries may fail, and the damage is
+    then still what the report says.
+    """
     health = health or HealthConfig()
+    integrity = None
+    path = sqlite_path(engine)
+    if check_integrity and (path is None or path.exists()):
+        try:
+            integrity = quick_check(engine)
+        except SQLAlchemyError as exc:
+            integrity = [describe_failure(exc, str(engine.url))]
+    if integrity:
+        window_first, window_last = completed_window(today)
+        status = ArchiveStatus(engine.url.render_as_string(hide_password=True), None, None, window_first.isoformat(), window_last.isoformat())
+        status.integrity = integrity
+        status.problems = [_damage(integrity)]
+        return status
+    status = _read(engine, today)
+    status.integrity = integrity
     status.problems = assess_health(status.last_day, status.pending, today, health.stale_after_days, health.window_margin_days)
     return status
+
+
+def _damage(findings: list[str]) -> str:
+    shown = "; ".join(findings[:3]) + (f"; … {len(findings) - 3} more" if len(findings) > 3 else "")
+    return f"the warehouse file is damaged: quick_check found {len(findings)} problem(s): {shown}; restore it from a backup"
 
 
 def _read(engine: Engine, today: date) -> ArchiveStatus:

@@ -29,6 +29,7 @@ from etl import warehouse
 from etl.breakdowns import BreakdownResult, details_json, run_breakdowns
 from etl.client import OpenRouterClient
 from etl.config import SyncConfig
+from etl.db import describe_failure
 from etl.errors import ArchiveError, Interrupted, WarehouseError
 from etl.validate import parse_activity
 from etl.window import completed_window, days_between
@@ -138,7 +139,8 @@ def run_sync(
     stop = stop or threading.Event()
     today = now().date()
     started = time.monotonic()
-    run_id = warehouse.start_run(engine, trigger, now())
+    with _writing(engine):
+        run_id = warehouse.start_run(engine, trigger, now())
     report = SyncReport(run_id, trigger, [d.isoformat() for d in days])
     try:
         for date_param, window in plan_requests(days, completed_window(today)):
@@ -154,7 +156,7 @@ def run_sync(
     if settings is not None and settings.breakdowns and report.error is None:
         plan = subject_plan or (lambda _have: list(days))
         try:
-            with _writing():
+            with _writing(engine):
                 report.breakdowns = run_breakdowns(engine, client, settings, today, plan, run_id=run_id, now=now, stop=stop)
         except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
             report.error = f"breakdowns: {exc}"
@@ -178,7 +180,7 @@ def _fetch_and_load(
     _check(stop)
     report.requests += 1
     fetched = client.activity(date_param.isoformat() if date_param else None)
-    with _writing():
+    with _writing(engine):
         with engine.begin() as conn:
             raw_id = warehouse.store_raw(conn, fetched, report.run_id)
     parsed = parse_activity(fetched.document, window)
@@ -190,7 +192,7 @@ def _fetch_and_load(
             outcome = DayOutcome(day, "rejected", error=parsed.rejected[day])
         else:
             rows = parsed.days.get(day, [])  # absent from the response: a day without activity
-            with _writing():
+            with _writing(engine):
                 with engine.begin() as conn:
                     written = warehouse.save_day(conn, day, rows, now=now(), run_id=report.run_id, raw_response_id=raw_id)
             if written.vanished:
@@ -206,15 +208,17 @@ def _check(stop: threading.Event) -> None:
 
 
 class _writing:
-    """Turn database failures into a WarehouseError; the transaction has rolled back."""
+    """Turn database failures into a one-line WarehouseError; the transaction has rolled back."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._url = str(engine.url)
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         if isinstance(exc, SQLAlchemyError):
-            reason = str(getattr(exc, "orig", None) or exc).split("\n")[0]
-            raise WarehouseError(f"cannot write to the warehouse: {reason}") from None
+            raise WarehouseError(describe_failure(exc, self._url)) from None
         return False
 
 
@@ -248,4 +252,4 @@ def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[]
             details=details_json(report.breakdowns) if report.breakdowns else None,
         )
     except SQLAlchemyError as exc:  # the days themselves are already committed
-        log.error("could not record the end of run %d: %s", report.run_id, exc)
+        log.error("could not record the end of run %d: %s", report.run_id, describe_failure(exc, str(engine.url)))
