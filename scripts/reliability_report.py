@@ -426,6 +426,101 @@ def key_echoed_by_the_api() -> CheckRow:
     )
 
 
+# -- issue 9 item 8: database failures are one clean line ---------------------------------
+
+DB_FAILURE_COMMANDS = (("sync",), ("backfill", "--days", "2"), ("status",), ("report", "-g", "model"), ("credits",))
+
+
+def _clean_failure(result: subprocess.CompletedProcess[str], needle: str) -> bool:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    noisy = any(bad in result.stderr for bad in ("Traceback", "[SQL:", "unexpected"))
+    return result.returncode != 0 and len(errors) == 1 and needle in errors[0] and not noisy
+
+
+@exactness_check
+def database_failures() -> CheckRow:
+    config = FAST_RETRIES.format(attempts=2, timeout=5, max_mb=64)
+    clean = tried = lost = 0
+    with tempfile.TemporaryDirectory() as tmp, StandIn(management_key=KEY) as api:
+        for fault in ("locked", "damaged"):
+            folder = Path(tmp) / fault
+            folder.mkdir()
+            db = folder / "archive.db"
+            run_cli(folder, api.base_url, db, "backfill", "--days", "5", config=config)
+            with sqlite3.connect(db) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                before = conn.execute(ROW_SQL).fetchall()
+            holder = None
+            if fault == "locked":
+                holder = sqlite3.connect(db, isolation_level=None)
+                holder.execute("BEGIN EXCLUSIVE")
+            else:
+                with db.open("r+b") as handle:
+                    handle.seek(4096)
+                    handle.write(b"\xde\xad" * 20000)
+            try:
+                for command in DB_FAILURE_COMMANDS:
+                    if fault == "locked" and command[0] in ("status", "report"):
+                        continue  # readers wait for a writer's lock; here nothing writes
+                    result = run_cli(folder, api.base_url, db, *command, config=config + "[warehouse]\nbusy_timeout_seconds = 0.2\n")
+                    tried += 1
+                    clean += _clean_failure(result, fault)
+            finally:
+                if holder is not None:
+                    holder.execute("ROLLBACK")
+                    holder.close()
+            if fault == "locked":
+                with sqlite3.connect(db) as conn:
+                    lost += len(set(before) - set(conn.execute(ROW_SQL).fetchall()))
+    return CheckRow(
+        "database failures (a warehouse locked by another process; a damaged file)",
+        f"{tried} commands (sync, backfill, status, report, credits) on each fault",
+        f"{clean} of {tried} ended with one line naming the warehouse and the cause, no traceback, no SQL",
+        rows_lost=lost,
+        ok=clean == tried and lost == 0,
+    )
+
+
+# -- issue 9 item 9: the documented cron set-up works as cron runs it ---------------------
+
+CRONTAB = Path(__file__).resolve().parent / "deploy" / "crontab.example"
+EXAMPLE_BINARY = "/opt/openrouter-archive/.venv/bin/openrouter-archive"
+EXAMPLE_ENV_FILE = "/etc/openrouter-archive.env"
+
+
+def cron_commands() -> list[str]:
+    """The command part of every schedule line of the example crontab."""
+    lines = [line for line in CRONTAB.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [line.split(None, 5)[5] for line in lines if "=" not in line.split()[0]]
+
+
+def run_like_cron(command: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` through /bin/sh with nothing but what cron gives a job."""
+    env = ["env", "-i", "SHELL=/bin/sh", f"HOME={home}", "LOGNAME=archive", "PATH=/usr/bin:/bin"]
+    return subprocess.run([*env, "/bin/sh", "-c", command], cwd=home, capture_output=True, text=True, timeout=300)
+
+
+@exactness_check
+def cron_set_up() -> CheckRow:
+    binary = Path(sys.executable).parent / "openrouter-archive"
+    with tempfile.TemporaryDirectory() as tmp, StandIn(management_key=KEY) as api:
+        home = Path(tmp)
+        db = home / "archive.db"
+        env_file = home / "archive.env"
+        env_file.write_text(f"OPENROUTER_API_KEY={KEY}\nOPENROUTER_ARCHIVE_DB=sqlite:///{db}\nOPENROUTER_BASE_URL={api.base_url}\n")
+        lines = [c.replace(EXAMPLE_BINARY, str(binary)).replace(EXAMPLE_ENV_FILE, str(env_file)) for c in cron_commands()]
+        results = [run_like_cron(line, home) for line in lines]
+        days = sqlite3.connect(db).execute("SELECT count(*) FROM archived_days").fetchone()[0] if db.exists() else 0
+    ok = all(r.returncode == 0 for r in results) and days == 30 and results[-1].stdout == ""
+    return CheckRow(
+        "the example crontab, run under `env -i` as cron runs it",
+        f"{len(lines)} lines (sync, health check) with the example's environment file",
+        f"exit codes {[r.returncode for r in results]}; {days} of 30 days archived; health check silent on a healthy archive",
+        rows_lost=30 - days,
+        ok=ok,
+    )
+
+
 # -- the report ---------------------------------------------------------------------------
 
 

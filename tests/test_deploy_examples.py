@@ -17,24 +17,8 @@ import pytest
 
 from conftest import KEY, REPO_ROOT
 
-CRONTAB = REPO_ROOT / "scripts" / "deploy" / "crontab.example"
-EXAMPLE_BINARY = "/opt/openrouter-archive/.venv/bin/openrouter-archive"
-EXAMPLE_ENV_FILE = "/etc/openrouter-archive.env"
-
-
-def cron_commands() -> list[str]:
-    """The command part of every schedule line (five time fields, then the command)."""
-    commands = []
-    for line in CRONTAB.read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith("#") or "=" in line.split()[0]:
-            continue
-        commands.append(line.split(None, 5)[5])
-    return commands
-
-
-def run_like_cron(command: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = ["env", "-i", "SHELL=/bin/sh", f"HOME={home}", "LOGNAME=archive", "PATH=/usr/bin:/bin"]
-    return subprocess.run([*env, "/bin/sh", "-c", command], cwd=home, capture_output=True, text=True, timeout=120)
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from reliability_report import EXAMPLE_BINARY, EXAMPLE_ENV_FILE, cron_commands, cron_set_up, run_like_cron  # noqa: E402
 
 
 @pytest.fixture
@@ -85,3 +69,8 @@ def test_the_systemd_units_read_the_same_environment_file() -> None:
     for unit in ("openrouter-archive.service", "openrouter-archive-sync.service"):
         assert f"EnvironmentFile={EXAMPLE_ENV_FILE}" in (deploy / unit).read_text(), unit
 
+
+
+def test_the_report_row_for_the_cron_set_up() -> None:
+    row = cron_set_up()
+    assert row.ok and row.rows_lost == 0, row

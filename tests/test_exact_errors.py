@@ -197,3 +197,11 @@ def test_a_cron_expression_that_never_fires_is_a_configuration_error(tmp_path: P
     assert result.returncode == 2
     assert_one_clean_line(result, "sync_cron", "never")
     assert [r for r in api.requests if r.path.startswith("/api/")] == []
+
+
+def test_the_report_row_for_database_failures() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from reliability_report import database_failures
+
+    row = database_failures()
+    assert row.ok and row.rows_lost == 0, row
