@@ -2,9 +2,12 @@
 
 These definitions are what queries are written against; the database itself is created
 and evolved only by the Alembic migrations in ``migrations/``, and a test checks that the
-two agree. ``activity`` and the breakdown tables hold only the current rows (OpenRouter's
-latest answer for each day); every superseded version is in the ``*_history`` tables. Timestamps are UTC; ``activity.date`` is the UTC calendar day as ``YYYY-MM-DD``
+two agree. Timestamps are UTC; ``activity.date`` is the UTC calendar day as ``YYYY-MM-DD``
 text, the API's own format, so that it sorts and compares as a date on every engine.
+
+``activity`` and the breakdown tables hold only the current rows, OpenRouter's latest
+answer for each day, so that a plain ``sum(usage)`` is exact; every superseded version is
+kept in the matching ``*_history`` table.
 """
 
 from __future__ import annotations
@@ -199,7 +202,6 @@ archived_breakdown_days = Table(
     Column("run_id", Integer, ForeignKey("sync_runs.id")),
     Column("raw_response_id", Integer, ForeignKey("raw_responses.id")),
 )
-
 
 
 def _history_table(current: Table) -> Table:

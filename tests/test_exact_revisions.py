@@ -74,6 +74,29 @@ def busy_day(dataset: Dataset, needed: int = 4):
     return next(d for d in (last - timedelta(days=n) for n in range(2)) if len(dataset.activity(d)) >= needed)
 
 
+# -- the stand-in can revise a day the way OpenRouter does ------------------------------------
+
+
+def test_standin_amend_keeps_per_key_and_account_answers_consistent():
+    dataset = Dataset(keys=2, seed=7)
+    a, b = dataset.api_keys
+    last = completed_window(utc_today())[1]
+    day = next(d for d in (last - timedelta(days=n) for n in range(5)) if len(dataset.activity(d, api_key_hash=a.hash)) >= 2)
+    first, second = (i["endpoint_id"] for i in dataset.activity(day, api_key_hash=a.hash)[:2])
+    dataset.amend(day, first, drop=True)
+    dataset.amend(day, second, api_key_hash=a.hash, endpoint_id="ep-moved", provider_name="Elsewhere")
+    account = dataset.activity(day)
+    assert first not in {i["endpoint_id"] for i in account}
+    (moved,) = [i for i in account if i["endpoint_id"] == "ep-moved"]
+    assert moved["provider_name"] == "Elsewhere"
+    assert second not in {i["endpoint_id"] for i in dataset.activity(day, api_key_hash=a.hash)}
+    per_key = dataset.activity(day, api_key_hash=a.hash) + dataset.activity(day, api_key_hash=b.hash)
+    assert sum(i["requests"] for i in per_key) == sum(i["requests"] for i in account)
+    assert math.isclose(math.fsum(i["usage"] for i in per_key), math.fsum(i["usage"] for i in account), abs_tol=1e-9)
+    with pytest.raises(ValueError):
+        dataset.amend(day, first, usage=1.0)  # type: ignore[arg-type]
+
+
 # -- the reported double count, through the real CLI ---------------------------------------
 
 

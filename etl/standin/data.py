@@ -505,6 +505,8 @@ class Dataset:
             self._amendments[slot] = None if drop or previous is None else {**previous, **fields}
 
     def _amended(self, day: date, endpoint_id: str, key: KeyInfo) -> dict[str, str] | None:
+        if not self._amendments:  # the usual case, per row of every answer: no lock needed
+            return {}
         with self._lock:
             for slot in ((day, endpoint_id, key.hash), (day, endpoint_id, None)):
                 if slot in self._amendments:

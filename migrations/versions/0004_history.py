@@ -130,7 +130,8 @@ def _repair(conn: sa.Connection, table: str, marks: Iterable[Any], now: datetime
     match = " AND ".join(f"{c} = :{c}" for c in keys)
     move = sa.text(
         f"INSERT INTO {table}_history ({columns}, superseded_at, superseded_by_run, superseded_by_raw_response_id, reason) "
-        f"SELECT {columns}, :now, :run, :raw, 'retired' FROM {table} WHERE {match}"
+        # Typed, so that PostgreSQL need not guess the type of a NULL run.
+        f"SELECT {columns}, :now, CAST(:run AS INTEGER), CAST(:raw AS INTEGER), 'retired' FROM {table} WHERE {match}"
     ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
     drop = sa.text(f"DELETE FROM {table} WHERE {match}")
     for raw_id, days in sorted(by_raw.items()):  # one body in memory at a time
