@@ -52,6 +52,7 @@ class BreakdownResult:
     rows_updated: int = 0
     rows_unchanged: int = 0
     errors: list[str] = field(default_factory=list)
+    rows_retired: int = 0  # no longer listed by the API: moved to the history table
 
     @property
     def ok(self) -> bool:
@@ -61,7 +62,7 @@ class BreakdownResult:
         text = (
             f"{self.breakdown} breakdown: {self.subjects} subject(s), {self.days_archived} day(s) archived in "
             f"{self.requests} request(s); rows: {self.rows_inserted} new, {self.rows_updated} changed, "
-            f"{self.rows_unchanged} unchanged"
+            f"{self.rows_unchanged} unchanged" + (f", {self.rows_retired} retired" if self.rows_retired else "")
         )
         return text + (f"; {len(self.errors)} error(s): " + "; ".join(self.errors[:3]) if self.errors else "")
 
@@ -216,6 +217,7 @@ def _load(
                 result.rows_inserted += written.inserted
                 result.rows_updated += written.updated
                 result.rows_unchanged += written.unchanged
+                result.rows_retired += written.retired
 
 
 def _fail(result: BreakdownResult, subject: Subject, days: int, error: str) -> None:

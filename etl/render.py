@@ -42,7 +42,8 @@ def human_bytes(value: int | None) -> str:
 def describe_day(o: DayOutcome) -> str:
     if o.status == "archived":
         detail = f"{o.rows} rows" if o.rows else "no activity"
-        return f"{o.day}  archived  {detail} ({o.inserted} new, {o.updated} changed, {o.unchanged} unchanged)"
+        retired = f", {o.retired} retired" if o.retired else ""
+        return f"{o.day}  archived  {detail} ({o.inserted} new, {o.updated} changed, {o.unchanged} unchanged{retired})"
     return f"{o.day}  {o.status}  {o.error}"
 
 
@@ -53,6 +54,7 @@ def describe_report(r: SyncReport) -> str:
     return (
         f"{r.trigger}: {r.archived} of {planned} day(s) archived in {r.requests} request(s), {r.seconds:.1f}s; "
         f"rows: {r.total('inserted')} new, {r.total('updated')} changed, {r.total('unchanged')} unchanged"
+        + (f", {r.total('retired')} retired" if r.total("retired") else "")
     )
 
 
@@ -99,6 +101,7 @@ def status_lines(s: ArchiveStatus) -> list[str]:
         )
     else:
         lines.append("archived      no days yet")
+    lines += history_lines(s.history)
     lines.append(f"API window    {s.window_first} .. {s.window_last}")
     lines.append(f"to fetch      {_days(s.pending)}")
     lines.append(f"lost          {_days(s.lost)}" + ("  (older than the API window: gone for good)" if s.lost else ""))
@@ -130,6 +133,23 @@ def status_lines(s: ArchiveStatus) -> list[str]:
     if s.credits:
         c = s.credits
         lines.append(f"credits       {usd(c['total_credits'] - c['total_usage'])} remaining (as of {c['fetched_at']})")
+    return lines
+
+
+def history_lines(history: dict[str, dict[str, Any]]) -> list[str]:
+    """Superseded versions per table: the account-level line always, breakdowns when any."""
+    lines = []
+    for name, h in history.items():
+        if name != "activity" and not (h["retired"] or h["revised"]):
+            continue
+        label = "history" if name == "activity" else f"history/{name}"
+        if not (h["retired"] or h["revised"]):
+            lines.append(f"{label:<14}none: every row is as OpenRouter first listed it")
+            continue
+        retired = f"{h['retired']:,} row(s) retired (no longer listed by OpenRouter)"
+        if h["last_retired_at"]:
+            retired += f", the last at {h['last_retired_at']}"
+        lines.append(f"{label:<14}{retired}; {h['revised']:,} earlier version(s) of revised rows")
     return lines
 
 

@@ -4,6 +4,10 @@ These definitions are what queries are written against; the database itself is c
 and evolved only by the Alembic migrations in ``migrations/``, and a test checks that the
 two agree. Timestamps are UTC; ``activity.date`` is the UTC calendar day as ``YYYY-MM-DD``
 text, the API's own format, so that it sorts and compares as a date on every engine.
+
+``activity`` and the breakdown tables hold only the current rows, OpenRouter's latest
+answer for each day, so that a plain ``sum(usage)`` is exact; every superseded version is
+kept in the matching ``*_history`` table.
 """
 
 from __future__ import annotations
@@ -198,6 +202,41 @@ archived_breakdown_days = Table(
     Column("run_id", Integer, ForeignKey("sync_runs.id")),
     Column("raw_response_id", Integer, ForeignKey("raw_responses.id")),
 )
+
+
+def _history_table(current: Table) -> Table:
+    """Every superseded version of a row of ``current``, with when and by which fetch.
+
+    ``reason`` is ``revised`` (the row's values before OpenRouter revised it in place) or
+    ``retired`` (the row itself, once OpenRouter's answer for its day stopped listing it).
+    The row's own ``first_archived_at`` and ``updated_at`` say when that version was
+    written, so a version was current from ``updated_at`` until ``superseded_at``.
+    """
+    name = f"{current.name}_history"
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        *(Column(c.name, c.type, nullable=c.nullable) for c in current.columns),
+        Column("superseded_at", UTCDateTime, nullable=False),
+        # Short names: the conventional ones would pass PostgreSQL's 63-character limit.
+        Column("superseded_by_run", Integer, ForeignKey("sync_runs.id", name=f"fk_{name}_run")),
+        Column("superseded_by_raw_response_id", Integer, ForeignKey("raw_responses.id", name=f"fk_{name}_raw")),
+        Column("reason", String(10), nullable=False),  # revised | retired
+        Index(None, "date"),
+    )
+
+
+activity_history = _history_table(activity)
+activity_by_key_history = _history_table(activity_by_key)
+activity_by_workspace_history = _history_table(activity_by_workspace)
+activity_by_member_history = _history_table(activity_by_member)
+HISTORY_TABLES = {
+    activity.name: activity_history,
+    activity_by_key.name: activity_by_key_history,
+    activity_by_workspace.name: activity_by_workspace_history,
+    activity_by_member.name: activity_by_member_history,
+}
 
 BREAKDOWN_TABLES = {"key": activity_by_key, "workspace": activity_by_workspace, "member": activity_by_member}
 BREAKDOWN_SUBJECTS = {"key": "api_key_hash", "workspace": "workspace_id", "member": "user_id"}

@@ -1,4 +1,10 @@
-"""What the archive holds, what it misses, and what is already lost for good."""
+"""What the archive holds, what it misses, and what is already lost for good.
+
+Also how much history was superseded (rows retired because OpenRouter stopped listing
+them, earlier versions of revised rows), and any archived day whose current rows differ in
+number from OpenRouter's latest answer for it: an archive made by a version that counted
+revised days twice, which the history migration could not repair.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,21 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, Table, and_, func, null, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl.db import describe_failure, quick_check, sqlite_path
 from etl.migrate import current_revision
-from etl.schema import BREAKDOWN_TABLES, activity, archived_breakdown_days, archived_days, credits_snapshots, sync_runs
+from etl.schema import (
+    BREAKDOWN_SUBJECTS,
+    BREAKDOWN_TABLES,
+    HISTORY_TABLES,
+    activity,
+    archived_breakdown_days,
+    archived_days,
+    credits_snapshots,
+    sync_runs,
+)
 from etl.config import HealthConfig
 from etl.window import WINDOW_DAYS, completed_window, days_between
 
@@ -117,6 +132,65 @@ def check_breakdowns(conn: Connection) -> dict[str, dict[str, Any]]:
     return results
 
 
+def history_counts(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Per table (``activity``, then each breakdown): versions kept in its history table."""
+    results = {}
+    for name, current in (("activity", activity), *BREAKDOWN_TABLES.items()):
+        history = HISTORY_TABLES[current.name]
+        counts: dict[str, Any] = {"retired": 0, "revised": 0, "last_retired_at": None, "last_superseded_at": None}
+        query = select(history.c.reason, func.count(), func.max(history.c.superseded_at)).group_by(history.c.reason)
+        for reason, n, last in conn.execute(query):
+            counts[reason] = n
+            if reason == "retired":
+                counts["last_retired_at"] = last.isoformat()
+            if counts["last_superseded_at"] is None or last.isoformat() > counts["last_superseded_at"]:
+                counts["last_superseded_at"] = last.isoformat()
+        results[name] = counts
+    return results
+
+
+def miscounted_days(conn: Connection, revision: str) -> list[dict[str, Any]]:
+    """Archived days (per breakdown subject) whose current rows are not as many as the latest answer listed."""
+    found = _miscounted(conn, activity, archived_days, [], None)
+    if revision >= "0003":
+        for breakdown, table in BREAKDOWN_TABLES.items():
+            column = None if breakdown == "workspace" else BREAKDOWN_SUBJECTS[breakdown]  # "*": all workspaces
+            found += _miscounted(conn, table, archived_breakdown_days, [archived_breakdown_days.c.breakdown == breakdown], column)
+    return found
+
+
+def _miscounted(conn: Connection, table: Table, marks: Table, where: list[Any], column: str | None) -> list[dict[str, Any]]:
+    """Marks whose row_count differs from the current rows of their day (and subject, if ``column``)."""
+    group = [table.c.date, *([table.c[column]] if column else [])]
+    counts = select(*group, func.count().label("n")).group_by(*group).subquery()
+    on = [counts.c.date == marks.c.date, *([counts.c[column] == marks.c.subject] if column else [])]
+    held = func.coalesce(counts.c.n, 0)
+    subject = marks.c.subject if "subject" in marks.c else null()
+    query = (
+        select(marks.c.date, subject, marks.c.row_count, held)
+        .select_from(marks.outerjoin(counts, and_(*on)))
+        .where(*where, marks.c.row_count != held)
+        .order_by(marks.c.date)
+    )
+    return [{"table": table.name, "date": d, "subject": s, "row_count": n, "rows": h} for d, s, n, h in conn.execute(query)]
+
+
+def describe_miscounts(found: list[dict[str, Any]], revision: str | None) -> list[str]:
+    """The health problem of miscounted days, if any (pure)."""
+    if not found:
+        return []
+    by_table: dict[str, list[str]] = {}
+    for m in found:
+        by_table.setdefault(m["table"], []).append(m["date"])
+    where = "; ".join(f"{t}: {', '.join(as_ranges(set(days)))}" for t, days in by_table.items())
+    fix = (
+        "`openrouter-archive db upgrade` repairs them from the stored answers"
+        if revision is not None and revision < "0004"
+        else "their stored answers are gone, so they cannot be repaired; reports over them are not exact"
+    )
+    return [f"{len(found)} archived day(s) hold a different number of rows than OpenRouter's latest answer ({where}): {fix}"]
+
+
 @dataclass
 class ArchiveStatus:
     warehouse: str
@@ -135,6 +209,8 @@ class ArchiveStatus:
     last_success_at: str | None = None
     credits: dict[str, Any] | None = None
     breakdowns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    history: dict[str, dict[str, Any]] = field(default_factory=dict)  # superseded versions per table
+    miscounted_days: list[dict[str, Any]] = field(default_factory=list)
     integrity: list[str] | None = None  # quick_check's findings ([] = ok); None = not checked
     problems: list[str] = field(default_factory=list)
 
@@ -169,6 +245,7 @@ def read_status(engine: Engine, today: date, health: HealthConfig | None = None,
     status = _read(engine, today)
     status.integrity = integrity
     status.problems = assess_health(status.last_day, status.pending, today, health.stale_after_days, health.window_margin_days)
+    status.problems += describe_miscounts(status.miscounted_days, status.schema_revision)
     return status
 
 
@@ -209,6 +286,9 @@ def _read(engine: Engine, today: date) -> ArchiveStatus:
         status.last_success_at = success.isoformat() if success else None
         if status.schema_revision >= "0003":
             status.breakdowns = check_breakdowns(conn)
+        if status.schema_revision >= "0004":
+            status.history = history_counts(conn)
+        status.miscounted_days = miscounted_days(conn, status.schema_revision)
         snap = conn.execute(select(credits_snapshots).order_by(credits_snapshots.c.id.desc()).limit(1)).mappings().first()
         if snap:
             status.credits = {

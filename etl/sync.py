@@ -75,6 +75,7 @@ class DayOutcome:
     updated: int = 0
     unchanged: int = 0
     error: str | None = None
+    retired: int = 0  # rows the API no longer lists, moved to activity_history
 
 
 @dataclass
@@ -195,9 +196,9 @@ def _fetch_and_load(
             with _writing(engine):
                 with engine.begin() as conn:
                     written = warehouse.save_day(conn, day, rows, now=now(), run_id=report.run_id, raw_response_id=raw_id)
-            if written.vanished:
-                log.warning("%s: %d archived row(s) no longer listed by the API; kept", day, written.vanished)
-            outcome = DayOutcome(day, "archived", written.rows, written.inserted, written.updated, written.unchanged)
+            if written.retired:
+                log.info("%s: %d row(s) no longer listed by the API retired to activity_history", day, written.retired)
+            outcome = DayOutcome(day, "archived", written.rows, written.inserted, written.updated, written.unchanged, retired=written.retired)
         report.outcomes.append(outcome)
         on_day(outcome)
 

@@ -1,9 +1,12 @@
 """Load: write validated days, raw responses, run records and credit snapshots.
 
-Each day is written in one transaction together with its ``archived_days`` mark, as an
-idempotent upsert on (date, endpoint_id): a row that did not change is not touched, a
-revised row is updated in place, and nothing is ever deleted. Callers own transactions
-(``with engine.begin() as conn``) so that a day is committed whole or not at all.
+Each day is written in one transaction together with its ``archived_days`` mark, so that
+the day's current rows become exactly OpenRouter's latest answer for it: a row that did
+not change is not touched; a revised row is updated in place after its previous values
+are copied to the history table; a row the answer no longer lists (its endpoint id
+changed, or the day shrank) is moved to the history table. Nothing is lost, and nothing
+is counted twice. Callers own transactions (``with engine.begin() as conn``) so that a
+day is committed whole or not at all.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
 from etl.client import Fetched
 from etl.db import upsert
@@ -26,6 +29,7 @@ from etl.schema import (
     ACTIVITY_METRICS,
     BREAKDOWN_SUBJECTS,
     BREAKDOWN_TABLES,
+    HISTORY_TABLES,
     activity,
     api_keys,
     archived_breakdown_days,
@@ -45,7 +49,7 @@ class RowDiff:
     inserted: list[dict[str, Any]] = field(default_factory=list)
     updated: list[dict[str, Any]] = field(default_factory=list)
     unchanged: int = 0
-    vanished: list[str] = field(default_factory=list)  # archived endpoints the API no longer lists
+    vanished: list[tuple[str, ...]] = field(default_factory=list)  # keys of archived rows the API no longer lists
 
 
 def diff_rows(
@@ -71,7 +75,7 @@ def diff_rows(
             updated.append(dict(row))
         else:
             unchanged += 1
-    vanished = sorted("/".join(k) for k in set(existing) - seen)
+    vanished = sorted(set(existing) - seen)
     return RowDiff(inserted, updated, unchanged, vanished)
 
 
@@ -82,7 +86,7 @@ class DayWrite:
     inserted: int
     updated: int
     unchanged: int
-    vanished: int
+    retired: int  # rows the answer no longer lists, moved to the history table
 
 
 def save_rows(
@@ -94,8 +98,14 @@ def save_rows(
     now: datetime,
     scope: Mapping[str, str] | None = None,
     key: Sequence[str] = ("endpoint_id",),
+    run_id: int | None = None,
+    raw_response_id: int | None = None,
 ) -> DayWrite:
-    """Idempotent upsert of one day's rows (within ``scope``) into ``table``."""
+    """Make ``table``'s rows of ``day`` (within ``scope``) exactly ``rows``, keeping history.
+
+    ``key`` identifies a row within the scope; ``run_id`` and ``raw_response_id`` name the
+    fetch that superseded the versions moved to the history table.
+    """
     scope = scope or {}
     where = [table.c.date == day, *(table.c[c] == v for c, v in scope.items())]
     existing = {
@@ -103,12 +113,33 @@ def save_rows(
         for r in conn.execute(select(*(table.c[k] for k in key), *(table.c[c] for c in _COMPARED)).where(*where))
     }
     diff = diff_rows(existing, rows, key)
+    revised = [tuple(r[k] for k in key) for r in diff.updated]
+    if revised or diff.vanished:
+        _supersede(conn, table, where, key, revised, diff.vanished, now, run_id, raw_response_id)
     changed = diff.inserted + diff.updated
     if changed:
         pk = [c.name for c in table.primary_key.columns]
         stmt = upsert(conn.engine, table, pk, (*_COMPARED, "updated_at"))
         conn.execute(stmt, [{**r, **scope, "date": day, "first_archived_at": now, "updated_at": now} for r in changed])
     return DayWrite(day, len(rows), len(diff.inserted), len(diff.updated), diff.unchanged, len(diff.vanished))
+
+
+def _supersede(
+    conn: Connection, table: Table, where: list[Any], key: Sequence[str], revised: list[tuple[str, ...]],
+    retired: list[tuple[str, ...]], now: datetime, run_id: int | None, raw_response_id: int | None,
+) -> None:
+    """Copy the current versions of ``revised`` and ``retired`` rows to history; drop the retired ones."""
+    reasons = {**dict.fromkeys(revised, "revised"), **dict.fromkeys(retired, "retired")}
+    # Read whole rows only here, when something changed: an unchanged refetch stays cheap.
+    old = [r for r in conn.execute(select(table).where(*where)).mappings() if tuple(r[k] for k in key) in reasons]
+    stamp = {"superseded_at": now, "superseded_by_run": run_id, "superseded_by_raw_response_id": raw_response_id}
+    conn.execute(
+        HISTORY_TABLES[table.name].insert(),
+        [{**r, **stamp, "reason": reasons[tuple(r[k] for k in key)]} for r in old],
+    )
+    if retired:
+        match = [table.c[k] == bindparam(f"key_{k}") for k in key]
+        conn.execute(table.delete().where(*where, *match), [{f"key_{k}": v for k, v in zip(key, ident)} for ident in retired])
 
 
 def save_day(
@@ -120,8 +151,8 @@ def save_day(
     run_id: int | None = None,
     raw_response_id: int | None = None,
 ) -> DayWrite:
-    """Upsert one day's account-level rows and mark the day archived, in the caller's transaction."""
-    written = save_rows(conn, activity, day, rows, now=now)
+    """Make one day's account-level rows OpenRouter's answer and mark the day archived, in the caller's transaction."""
+    written = save_rows(conn, activity, day, rows, now=now, run_id=run_id, raw_response_id=raw_response_id)
     _mark(conn, archived_days, {"date": day}, len(rows), now, run_id, raw_response_id)
     return written
 
@@ -137,13 +168,15 @@ def save_breakdown_day(
     run_id: int | None = None,
     raw_response_id: int | None = None,
 ) -> DayWrite:
-    """Upsert one day of a breakdown (one key, one member, or all workspaces) and mark it."""
+    """Save one day of a breakdown (one key, one member, or all workspaces) and mark it."""
     table = BREAKDOWN_TABLES[breakdown]
     column = BREAKDOWN_SUBJECTS[breakdown]
-    if breakdown == "workspace":  # one answer holds every workspace of the day
-        written = save_rows(conn, table, day, rows, now=now, key=(column, "endpoint_id"))
-    else:
-        written = save_rows(conn, table, day, rows, now=now, scope={column: subject})
+    # One answer per key or member: that subject's rows of the day are the scope. One
+    # answer holds every workspace of the day: the whole day is the scope.
+    whole_day = breakdown == "workspace"
+    scope: dict[str, str] = {} if whole_day else {column: subject}
+    key: tuple[str, ...] = (column, "endpoint_id") if whole_day else ("endpoint_id",)
+    written = save_rows(conn, table, day, rows, now=now, scope=scope, key=key, run_id=run_id, raw_response_id=raw_response_id)
     _mark(conn, archived_breakdown_days, {"breakdown": breakdown, "subject": subject, "date": day}, len(rows), now, run_id, raw_response_id)
     return written
 

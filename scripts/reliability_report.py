@@ -521,6 +521,59 @@ def cron_set_up() -> CheckRow:
     )
 
 
+# -- issue 9 item 3: revised days counted twice ----------------------------------------------
+
+
+@exactness_check
+def check_revised_days_not_double_counted() -> CheckRow:
+    """A day that shrinks and a day whose endpoint id changes, then refetched.
+
+    Reported spend must equal the API's latest answer, no row may be counted twice, and
+    every row the API stopped listing must be kept, unchanged, in the history table. (The
+    breakdown tables follow the same code; tests/test_exact_revisions.py covers them.)
+    """
+    dataset = Dataset(seed=11)
+    config = FAST_RETRIES.format(attempts=3, timeout=10, max_mb=128)
+    first, last = completed_window(utc_today())
+    recent = [last - timedelta(days=n) for n in range(5)]
+    shrink, renamed = [d for d in recent if len(dataset.activity(d)) >= 3][:2]
+    dropped = [(shrink, i["endpoint_id"]) for i in dataset.activity(shrink)[:2]] + [(renamed, dataset.activity(renamed)[0]["endpoint_id"])]
+    before = expected_days(dataset)
+    gone = [r for day, endpoint in dropped for r in before[day.isoformat()] if r[1] == endpoint]
+    with tempfile.TemporaryDirectory(prefix="revised-") as tmp, StandIn(dataset, management_key=KEY) as api:
+        folder, db = Path(tmp), Path(tmp) / "archive.db"
+        for args in (("backfill",), ("backfill", "--days", "5")):
+            proc = cli(folder, db, api, "-q", *args, config=config)
+            _, err = proc.communicate(timeout=300)
+            if proc.returncode != 0:
+                return CheckRow("revised days counted twice", " ".join(args), f"FAILED: {err.strip()[-200:]}", ok=False)
+            if args == ("backfill",):  # OpenRouter's answers change: a day shrinks, an endpoint id changes
+                for day, endpoint in dropped[:2]:
+                    dataset.amend(day, endpoint, drop=True)
+                dataset.amend(*dropped[2], endpoint_id="ep-renamed")
+        report = cli(folder, db, api, "report", "-g", "date", "--since", first.isoformat(), "--until", last.isoformat(), "-f", "json")
+        out, _ = report.communicate(timeout=120)
+        reported = {r["date"]: r["usage"] for r in json.loads(out)} if report.returncode == 0 else {}
+        expected = expected_days(dataset)
+        check = check_archive(db, expected)  # every day's current rows are exactly the latest answer
+        lost = rows_lost(db, expected)
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            kept = set(conn.execute(ROW_SQL.replace("FROM activity", "FROM activity_history WHERE reason = 'retired'")).fetchall())
+    lost += sum(1 for row in gone if row not in kept)  # a retired row must survive, unchanged
+    spend = {d: math.fsum(r[5] for r in rows) for d, rows in expected.items() if rows}
+    wrong = [d for d in spend if abs(reported.get(d, 0.0) - spend[d]) > 1e-6] + [d for d in reported if d not in spend]
+    return CheckRow(
+        check="revised day: it shrinks, or an endpoint id changes",
+        tried=f"backfill; OpenRouter then drops 2 rows of {shrink} and renames an endpoint of {renamed}; backfill --days 5",
+        result=(
+            f"reported spend equals the API on {len(spend) - len(wrong)} of {len(spend)} day(s); days not exactly the API's "
+            f"latest answer: {len(check.incomplete_days)}; {len(kept)} of {len(gone)} rows no longer listed retired and kept in history"
+        ),
+        rows_lost=lost,
+        ok=not wrong and check.ok and lost == 0 and len(gone) == 3 and kept == set(gone),
+    )
+
+
 # -- the report ---------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ from sqlalchemy import select, text
 from etl import migrate, warehouse
 from etl.client import Fetched
 from etl.db import open_engine
-from etl.schema import activity, archived_days, metadata
+from etl.schema import activity, activity_history, archived_days, metadata
 
 NOW = datetime(2026, 11, 22, 1, 0, tzinfo=timezone.utc)
 LATER = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
@@ -79,7 +79,7 @@ def test_diff_rows_classifies_new_changed_unchanged_and_vanished():
     assert [r["endpoint_id"] for r in diff.inserted] == ["c"]
     assert [r["endpoint_id"] for r in diff.updated] == ["b"]
     assert diff.unchanged == 1
-    assert diff.vanished == ["gone"]
+    assert diff.vanished == [("gone",)]
 
 
 def test_saving_a_day_twice_changes_nothing(engine):
@@ -94,17 +94,19 @@ def test_saving_a_day_twice_changes_nothing(engine):
     assert table_content(engine) == before  # not even updated_at moved
 
 
-def test_revised_row_is_updated_in_place_and_vanished_rows_are_kept(engine):
+def test_revised_row_is_updated_in_place_and_vanished_rows_are_retired_to_history(engine):
     with engine.begin() as conn:
         warehouse.save_day(conn, "2026-11-01", [row("e1"), row("e2")], now=NOW)
     with engine.begin() as conn:
         result = warehouse.save_day(conn, "2026-11-01", [row("e1", requests=9, usage=0.75)], now=LATER)
-    assert (result.inserted, result.updated, result.unchanged, result.vanished) == (0, 1, 0, 1)
+    assert (result.inserted, result.updated, result.unchanged, result.retired) == (0, 1, 0, 1)
     with engine.connect() as conn:
         e1 = conn.execute(select(activity).where(activity.c.endpoint_id == "e1")).mappings().one()
         assert e1["requests"] == 9 and e1["usage"] == 0.75
         assert e1["first_archived_at"] == NOW and e1["updated_at"] == LATER
-        assert conn.execute(select(activity.c.endpoint_id).where(activity.c.endpoint_id == "e2")).scalar() == "e2"
+        assert conn.execute(select(activity.c.endpoint_id).where(activity.c.endpoint_id == "e2")).first() is None
+        history = conn.execute(select(activity_history.c.endpoint_id, activity_history.c.reason, activity_history.c.requests).order_by(activity_history.c.endpoint_id)).all()
+        assert [tuple(h) for h in history] == [("e1", "revised", 3), ("e2", "retired", 3)]
 
 
 def test_empty_day_is_marked_archived(engine):

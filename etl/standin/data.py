@@ -464,6 +464,8 @@ class Dataset:
             _build_key(seed, i, keys, self.anchor, self.workspace_ids, self.user_ids) for i in range(keys)
         )
         self._revisions: dict[date, int] = {}
+        # (day, endpoint_id, key hash or None for every key) -> field overrides, or None: dropped
+        self._amendments: dict[tuple[date, str, str | None], dict[str, str] | None] = {}
         self._cache: dict[tuple[date, int, int], dict[str, _Row]] = {}
         self._lock = threading.Lock()
 
@@ -484,6 +486,32 @@ class Dataset:
         with self._lock:
             self._revisions[day] = self._revisions.get(day, 0) + 1
             return self._revisions[day]
+
+    def amend(
+        self, day: date, endpoint: str, /, *, drop: bool = False, api_key_hash: str | None = None, **fields: str
+    ) -> None:
+        """Change how `day`'s row of `endpoint` is listed from now on (for one key, or all).
+
+        `drop` removes the row (the day shrinks); `fields` override `endpoint_id` (the id
+        changed), `model`, `model_permaslug` or `provider_name`. Per-key and account-level
+        answers stay consistent; the key usage counters of `/keys` are not recomputed.
+        """
+        unknown = set(fields) - {"endpoint_id", "model", "model_permaslug", "provider_name"}
+        if unknown:
+            raise ValueError(f"cannot amend {sorted(unknown)}")
+        with self._lock:
+            slot = (day, endpoint, api_key_hash)
+            previous = self._amendments.get(slot, {})
+            self._amendments[slot] = None if drop or previous is None else {**previous, **fields}
+
+    def _amended(self, day: date, endpoint_id: str, key: KeyInfo) -> dict[str, str] | None:
+        if not self._amendments:  # the usual case, per row of every answer: no lock needed
+            return {}
+        with self._lock:
+            for slot in ((day, endpoint_id, key.hash), (day, endpoint_id, None)):
+                if slot in self._amendments:
+                    return self._amendments[slot]
+        return {}
 
     def key_by_hash(self, key_hash: str) -> KeyInfo | None:
         return next((key for key in self.api_keys if key.hash == key_hash), None)
@@ -508,15 +536,23 @@ class Dataset:
             and (workspace_id is None or key.workspace_id == workspace_id)
         ]
         groups: dict[tuple[str, str | None], _Row] = {}
+        overrides: dict[tuple[str, str | None], tuple[str, dict[str, str]]] = {}
         # Summed in key order so that float totals are reproducible.
         for key in selected:
             for endpoint_id, row in self._key_rows(day, key).items():
-                group = (endpoint_id, key.workspace_id if group_by else None)
+                amended = self._amended(day, endpoint_id, key)
+                if amended is None:
+                    continue
+                group = (amended.get("endpoint_id", endpoint_id), key.workspace_id if group_by else None)
+                overrides.setdefault(group, (endpoint_id, amended))
                 if group in groups:
                     groups[group].add(row, rounded=False)
                 else:
                     groups[group] = row.copy()
-        items = [_item(day, self._endpoints_by_id[eid], row, ws) for (eid, ws), row in groups.items()]
+        items = []
+        for group, row in groups.items():
+            endpoint_id, amended = overrides[group]
+            items.append({**_item(day, self._endpoints_by_id[endpoint_id], row, group[1]), **amended})
         items.sort(key=lambda item: (item["model"], item["provider_name"], item.get("workspace_id", "")))
         return items
 
