@@ -1,0 +1,315 @@
+"""A day at the window's edge, when OpenRouter's clock and ours disagree about the UTC date.
+
+A day absent from a whole-window answer may be archived as "no activity" only when the
+API has shown that the day is inside its window; otherwise it stays "to fetch" (not served
+yet) or, when the API no longer serves it, is reported lost. Real stand-in (its clock a
+day ahead of or behind ours), real CLI, real SQLite files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST_CONFIG, INFERENCE_KEY, KEY, query
+from etl.edges import Moment, WindowEvidence
+from etl.standin import Dataset, StandIn
+from etl.validate import parse_activity
+from etl.window import completed_window, utc_today
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import reliability_report as rr  # noqa: E402
+
+
+def empty_on(day: date, every: int = 9, **kwargs) -> Dataset:
+    """A dataset whose days without activity fall on ``day`` and every ``every`` days from it."""
+    return Dataset(seed=(-day.toordinal()) % every, empty_day_every=every, **kwargs)
+
+
+@pytest.fixture
+def dataset(request):
+    """Activity every day, unless a test passes a factory of (first, yesterday) to a dataset."""
+    factory = getattr(request, "param", None)
+    return factory(*window()) if factory else Dataset(empty_day_every=0)
+
+
+@pytest.fixture
+def api(dataset):
+    with StandIn(dataset, management_key=KEY, inference_key=INFERENCE_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def config(cli_env, tmp_path):
+    def write(extra: str = "") -> None:
+        (tmp_path / "config.toml").write_text(FAST_CONFIG + "[sync]\nrefetch_days = 0\n" + extra)
+
+    write()
+    return write
+
+
+def window() -> tuple[date, date]:
+    return completed_window(utc_today())
+
+
+def marks(url: str) -> dict[str, int]:
+    return dict(query(url, "SELECT date, row_count FROM archived_days"))
+
+
+def day_rows(url: str, day: date) -> list[tuple]:
+    return query(url, f"SELECT endpoint_id, usage, requests, prompt_tokens FROM activity WHERE date = '{day}' ORDER BY endpoint_id")
+
+
+def served_rows(dataset: Dataset, day: date, **filters: str) -> list[tuple]:
+    parsed = parse_activity({"data": dataset.activity(day, **filters)}, (day, day))
+    rows = parsed.days.get(day.isoformat(), [])
+    return sorted((r["endpoint_id"], r["usage"], r["requests"], r["prompt_tokens"]) for r in rows)
+
+
+def activity_requests(api: StandIn) -> list[dict[str, str]]:
+    return [r.params for r in api.requests if r.path.endswith("/activity")]
+
+
+def status(run) -> dict:
+    result = run("status", "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+# -- the API's clock a day behind ours: yesterday is not served yet ---------------------------
+
+
+def test_server_behind_yesterday_stays_to_fetch_and_the_next_sync_archives_it_exactly(run, api, dataset, config, warehouse_url):
+    first, yesterday = window()
+    api.clock_offset_days = -1
+    result = run("backfill")
+    assert result.exit_code == 0, result.output  # nothing lost: the day is fetched later
+    assert yesterday.isoformat() not in marks(warehouse_url)  # not "no activity"
+    assert len(marks(warehouse_url)) == 29
+    assert f"{yesterday}  not served yet" in result.stdout
+    assert "Error" not in result.output
+    state = status(run)
+    assert state["pending"] == [yesterday.isoformat()] and state["lost"] == []
+
+    api.clock_offset_days = 0  # OpenRouter's clock catches up; refetch_days = 0
+    api.requests.clear()
+    again = run("sync")
+    assert again.exit_code == 0, again.output
+    assert activity_requests(api) == [{"date": yesterday.isoformat()}]
+    assert day_rows(warehouse_url, yesterday) == served_rows(dataset, yesterday) != []
+    assert marks(warehouse_url)[yesterday.isoformat()] == len(served_rows(dataset, yesterday))
+    assert status(run)["pending"] == []
+
+
+def test_a_single_day_the_api_does_not_serve_yet_is_a_day_outcome_not_an_error(run, api, config, warehouse_url):
+    first, yesterday = window()
+    assert run("backfill").exit_code == 0
+    before = day_rows(warehouse_url, yesterday)
+    (Path.cwd() / "config.toml").write_text(FAST_CONFIG + "[sync]\nrefetch_days = 1\n")
+    api.clock_offset_days = -1
+    result = run("sync")  # plans yesterday alone: `date=` answers 400
+    assert result.exit_code == 0, result.output
+    assert f"{yesterday}  not served yet" in result.stdout
+    assert "Error" not in result.output and "Traceback" not in result.output
+    assert day_rows(warehouse_url, yesterday) == before  # what was archived stays as it was
+    assert query(warehouse_url, "SELECT outcome FROM sync_runs ORDER BY id DESC LIMIT 1") == [("ok",)]
+
+
+# -- the API's clock a day ahead of ours: our first window day is gone -----------------------
+
+
+def test_server_ahead_first_day_is_reported_lost_not_archived_as_empty(run, api, dataset, config, warehouse_url):
+    first, yesterday = window()
+    api.clock_offset_days = 1
+    result = run("backfill")
+    assert result.exit_code == 1  # a day we asked for can no longer be fetched: somebody must hear of it
+    assert f"{first}  lost" in result.stdout
+    assert "Traceback" not in result.output
+    assert first.isoformat() not in marks(warehouse_url)
+    assert len(marks(warehouse_url)) == 29
+    for day in (first + timedelta(days=1), yesterday):
+        assert day_rows(warehouse_url, day) == served_rows(dataset, day)
+    state = status(run)
+    assert state["lost"] == [first.isoformat()] and state["pending"] == []
+    text = run("status").stdout
+    assert "lost          1 day(s)" in text and "none" not in text.split("lost", 1)[1].splitlines()[0]
+    check = run("status", "--check")
+    assert check.exit_code == 1
+    assert "no longer serves" in check.stdout
+
+
+def test_server_ahead_a_day_it_already_serves_is_not_touched_and_nothing_is_lost(run, api, dataset, config, warehouse_url):
+    api.clock_offset_days = 1
+    run("backfill")
+    assert utc_today().isoformat() not in marks(warehouse_url)  # today is never archived, whoever's clock
+    assert query(warehouse_url, f"SELECT count(*) FROM activity WHERE date >= '{utc_today()}'") == [(0,)]
+
+
+# -- proofs: an empty day inside the window is still archived as empty -------------------------
+
+
+INTERIOR = 15  # days after the first day of the window
+
+
+def interior_empty(first: date, yesterday: date) -> Dataset:
+    return empty_on(first + timedelta(days=INTERIOR))
+
+
+@pytest.mark.parametrize("dataset", [interior_empty], indirect=True)
+def test_bracketed_empty_day_is_archived_empty_with_no_extra_request(run, api, dataset, config, warehouse_url):
+    day = window()[0] + timedelta(days=INTERIOR)
+    assert dataset.is_empty_day(day)
+    result = run("backfill")
+    assert result.exit_code == 0, result.output
+    assert activity_requests(api) == [{}]  # the one request for the whole window
+    assert marks(warehouse_url)[day.isoformat()] == 0
+    assert len(marks(warehouse_url)) == 30
+
+
+@pytest.mark.parametrize("dataset", [interior_empty], indirect=True)
+def test_under_skew_only_the_edge_day_costs_a_request(run, api, dataset, config, warehouse_url):
+    first, yesterday = window()
+    api.clock_offset_days = -1
+    result = run("backfill")
+    assert result.exit_code == 0, result.output
+    assert activity_requests(api) == [{}, {"date": yesterday.isoformat()}]
+    empties = {d for d, n in marks(warehouse_url).items() if n == 0}
+    assert (first + timedelta(days=INTERIOR)).isoformat() in empties
+    assert empties == {d.isoformat() for d in (first + timedelta(days=i) for i in range(29)) if dataset.is_empty_day(d)}
+
+
+@pytest.mark.parametrize("dataset", [lambda first, _: empty_on(first), lambda _, yesterday: empty_on(yesterday)],
+                         ids=["first-day-empty", "yesterday-empty"], indirect=True)
+def test_an_empty_day_at_the_edge_is_confirmed_by_a_date_request(run, api, dataset, config, warehouse_url):
+    first, yesterday = window()
+    day = first if dataset.is_empty_day(first) else yesterday
+    assert dataset.is_empty_day(day)
+    result = run("backfill")
+    assert result.exit_code == 0, result.output
+    assert activity_requests(api) == [{}, {"date": day.isoformat()}]
+    assert marks(warehouse_url)[day.isoformat()] == 0
+    assert len(marks(warehouse_url)) == 30
+
+
+@pytest.mark.parametrize("dataset", [lambda *_: Dataset(empty_day_every=1)], ids=["no-activity-at-all"], indirect=True)
+def test_a_window_without_any_activity_is_proven_in_two_requests_not_thirty(run, api, dataset, config, warehouse_url):
+    first, yesterday = window()
+    result = run("backfill")
+    assert result.exit_code == 0, result.output
+    assert activity_requests(api) == [{}, {"date": first.isoformat()}, {"date": yesterday.isoformat()}]
+    assert set(marks(warehouse_url).values()) == {0} and len(marks(warehouse_url)) == 30
+
+
+# -- breakdowns under skew ----------------------------------------------------------------
+
+
+FOUR_KEYS = pytest.mark.parametrize("dataset", [lambda *_: Dataset(keys=4, empty_day_every=0)], ids=["4-keys"], indirect=True)
+
+
+def key_rows(url: str, key_hash: str, day: date) -> list[tuple]:
+    return query(
+        url,
+        f"SELECT endpoint_id, usage, requests, prompt_tokens FROM activity_by_key WHERE api_key_hash = '{key_hash}' "
+        f"AND date = '{day}' ORDER BY endpoint_id",
+    )
+
+
+def key_marks(url: str) -> dict[tuple[str, str], int]:
+    rows = query(url, "SELECT subject, date, row_count FROM archived_breakdown_days WHERE breakdown = 'key'")
+    return {(s, d): n for s, d, n in rows}
+
+
+@FOUR_KEYS
+def test_breakdown_keys_server_behind_yesterday_is_not_marked_empty_for_any_key(run, api, dataset, config, warehouse_url):
+    first, yesterday = window()
+    config('breakdowns = ["key", "workspace"]\n')
+    api.clock_offset_days = -1
+    result = run("backfill")
+    assert result.exit_code == 0, result.output
+    keys = [k.hash for k in dataset.api_keys]
+    marked = key_marks(warehouse_url)
+    assert not any(d == yesterday.isoformat() for _, d in marked)
+    assert query(warehouse_url, f"SELECT count(*) FROM archived_breakdown_days WHERE date = '{yesterday}'") == [(0,)]
+    assert len(marked) == 29 * len(keys)
+    # no confirming request per key: one whole-window request each, plus the account's
+    per_key = [p for p in activity_requests(api) if "api_key_hash" in p]
+    assert len(per_key) == len(keys) and all("date" not in p for p in per_key)
+
+    api.clock_offset_days = 0
+    again = run("sync")
+    assert again.exit_code == 0, again.output
+    for key in keys:
+        assert key_rows(warehouse_url, key, yesterday) == served_rows(dataset, yesterday, api_key_hash=key)
+        assert key_marks(warehouse_url)[(key, yesterday.isoformat())] == len(served_rows(dataset, yesterday, api_key_hash=key))
+
+
+@FOUR_KEYS
+def test_breakdown_keys_server_ahead_first_day_is_not_marked_empty_and_the_rest_is_exact(run, api, dataset, config, warehouse_url):
+    first, yesterday = window()
+    config('breakdowns = ["key"]\n')
+    api.clock_offset_days = 1
+    result = run("backfill")
+    assert result.exit_code == 1
+    marked = key_marks(warehouse_url)
+    assert not any(d == first.isoformat() for _, d in marked)
+    keys = [k.hash for k in dataset.api_keys]
+    assert len(marked) == 29 * len(keys)  # every other key-day archived...
+    for key in keys:
+        for day in (first + timedelta(days=1), yesterday):
+            assert key_rows(warehouse_url, key, day) == served_rows(dataset, day, api_key_hash=key)  # ...exactly
+    extra = [p for p in activity_requests(api) if "api_key_hash" not in p and p]
+    assert len(extra) <= 2  # the window is proven once for every key, not once per key
+
+
+# -- the evidence rules, pure --------------------------------------------------------------
+
+
+D = date(2026, 11, 21)
+
+
+def days(*offsets: int) -> list[date]:
+    return [D + timedelta(days=o) for o in offsets]
+
+
+def test_a_day_between_two_listed_days_of_the_same_answer_is_inside_the_window():
+    evidence = WindowEvidence()
+    answer = Moment(0.0, 1.0)
+    own = set(days(-29, -1))
+    assert evidence.held(D - timedelta(days=10), answer, own)
+    assert not evidence.held(D, answer, own)  # newer than anything listed: maybe not served yet
+    assert not evidence.held(D - timedelta(days=30), answer, own)  # older: maybe gone
+
+
+def test_an_earlier_answer_proves_the_new_end_and_only_a_later_one_the_old_end():
+    evidence = WindowEvidence()
+    evidence.saw(days(-29, -1), Moment(0.0, 1.0))  # the account's answer
+    key_answer = Moment(2.0, 3.0)
+    assert evidence.held(D - timedelta(days=1), key_answer, set())  # the window never moves back
+    assert evidence.held(D - timedelta(days=28), key_answer, set())  # at most one midnight since
+    # The account's oldest day may have left the window in between (a sync across midnight):
+    assert not evidence.held(D - timedelta(days=29), key_answer, set())
+    evidence.saw(days(-29), Moment(4.0, 5.0))  # still served afterwards: so it was in between
+    assert evidence.held(D - timedelta(days=29), key_answer, set())
+
+
+def test_a_refused_day_is_classified_by_what_the_api_did_serve():
+    evidence = WindowEvidence()
+    evidence.saw(days(-29, -2), Moment(0.0, 1.0))
+    window = (D - timedelta(days=29), D)
+    assert evidence.edge(D, window) == "new"
+    assert evidence.edge(D - timedelta(days=30), window) == "old"
+    assert WindowEvidence().edge(D, window) == "new" and WindowEvidence().edge(window[0], window) == "old"
+
+
+# -- the reliability report's row ---------------------------------------------------------
+
+
+def test_reliability_row_clock_ahead_and_behind():
+    row = rr.clock_skew_at_window_edge()
+    assert row.ok, row
+    assert row.rows_lost == 0
+    assert "wrongly marked empty: 0" in row.result
