@@ -271,6 +271,7 @@ def _judge(
 ) -> dict[str, list[_Verdict]]:
     """Per day, what to write for each subject; unproven absent days are settled here."""
     evidence = proof.evidence
+    lost: dict[date, int] = {}
     with engine.begin() as conn:
         raw_ids = {a.subject.subject: warehouse.store_raw(conn, a.fetched, run_id) for a in answers if a.fetched}
     rows: dict[tuple[str, date], tuple[Subject, list[dict[str, Any]]]] = {}
@@ -280,7 +281,7 @@ def _judge(
         if answer.fetched is None:  # a single day, answered 400
             day = subject.days[0]
             edge = evidence.refuse(day, answer.at, window)
-            _settle(result, subject, day, _GONE if edge == "old" else _NOT_SERVED)
+            _settle(result, subject, day, _GONE if edge == "old" else _NOT_SERVED, lost)
             continue
         single = len(subject.days) == 1
         request_window = (subject.days[0], subject.days[0]) if single else window
@@ -300,7 +301,7 @@ def _judge(
             elif key in parsed.days or evidence.held(day, answer.at, own):
                 rows[(subject.subject, day)] = (subject, parsed.days.get(key, []))
             elif evidence.gone(day, answer.at):
-                _settle(result, subject, day, _GONE)
+                _settle(result, subject, day, _GONE, lost)
             else:
                 unproven.append((answer, day, own))
     # The old end, after every answer: one account-level request for the oldest day that
@@ -316,22 +317,32 @@ def _judge(
         if off is not None:  # not served now: whatever a subject lacked of it cannot be fetched
             for item in [u for u in unproven if u[1] <= lacking[0]]:
                 unproven.remove(item)
-                _settle(result, item[0].subject, item[1], _GONE if off == "old" else _NOT_SERVED)
+                _settle(result, item[0].subject, item[1], _GONE if off == "old" else _NOT_SERVED, lost)
     for answer, day, _own in unproven:  # the new end is not shown: not served when asked
-        _settle(result, answer.subject, day, _NOT_SERVED)
+        _settle(result, answer.subject, day, _NOT_SERVED, lost)
+    _report_lost(result, lost)
     by_day: dict[str, list[_Verdict]] = {}
     for (name, day), (subject, day_rows) in sorted(rows.items(), key=lambda item: item[0][1]):
         by_day.setdefault(day.isoformat(), []).append((subject, raw_ids[name], day_rows))
     return by_day
 
 
-def _settle(result: BreakdownResult, subject: Subject, day: date, why: str) -> None:
+def _settle(result: BreakdownResult, subject: Subject, day: date, why: str, lost: dict[date, int]) -> None:
     if why == _NOT_SERVED:
         result.days_not_served += 1
         log.info("%s: %s not served by OpenRouter yet; left to fetch", _label(subject), day)
     else:
         result.days_gone += 1
-        _fail(result, subject, 0, f"{day}: OpenRouter no longer serves this day and it was never archived")
+        lost[day] = lost.get(day, 0) + 1
+
+
+def _report_lost(result: BreakdownResult, lost: dict[date, int]) -> None:
+    """One error for all the subject-days the API no longer served: they are lost."""
+    if lost:
+        days = ", ".join(f"{d} ({n} subject(s))" for d, n in sorted(lost.items()))
+        error = f"OpenRouter no longer serves, and we never archived: {days}"
+        result.errors.append(error)
+        log.warning("%s breakdown: %s", result.breakdown, error)
 
 
 def _load(
