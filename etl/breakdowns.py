@@ -213,8 +213,16 @@ class _Proof:
             return not known and not self.evidence.gone(d, now)
 
         for day in sorted(days, reverse=True):
-            if unshown(day) and self.ask(day) is None:
-                return  # served: every older day's new end is shown too
+            if not unshown(day):
+                continue
+            try:
+                if self.ask(day) is None:
+                    return  # served: every older day's new end is shown too
+            except Interrupted:
+                raise
+            except ArchiveError as exc:  # without the proof, days absent from an answer stay to fetch
+                self.result.errors.append(f"showing {day} inside the API's window: {exc}")
+                return
 
 
 @dataclass
@@ -313,7 +321,16 @@ def _judge(
         lacking = sorted({d for a, d, own in unproven if not evidence.old_end(d, a.at, own)})
         if not lacking:
             break
-        off = proof.ask(lacking[0])
+        try:
+            off = proof.ask(lacking[0])
+        except Interrupted:
+            raise
+        except ArchiveError as exc:  # no proof: those days stay unarchived, the next sync fetches them
+            result.errors.append(f"showing {lacking[0]} inside the API's window: {exc}")
+            for item in [u for u in unproven if not evidence.old_end(u[1], u[0].at, u[2])]:
+                unproven.remove(item)
+                result.days_failed += 1
+            continue
         if off is not None:  # not served now: whatever a subject lacked of it cannot be fetched
             for item in [u for u in unproven if u[1] <= lacking[0]]:
                 unproven.remove(item)

@@ -265,6 +265,47 @@ def test_breakdown_keys_server_ahead_first_day_is_not_marked_empty_and_the_rest_
     assert len(extra) <= 2  # the window is proven once for every key, not once per key
 
 
+@pytest.mark.parametrize("dataset", [lambda *_: Dataset(keys=2, empty_day_every=0)], ids=["2-keys"], indirect=True)
+def test_a_failed_proof_request_costs_only_the_days_it_would_have_proven(api, dataset, warehouse_url):
+    from etl import migrate
+    from etl.client import OpenRouterClient
+    from etl.config import parse_config
+    from etl.db import open_engine
+    from etl.standin import Fault
+    from etl.sync import plan_backfill, run_sync
+
+    first, yesterday = window()
+    config = parse_config({"openrouter": {"base_url": api.base_url, "max_attempts": 2, "backoff_initial": 0.01},
+                           "sync": {"breakdowns": ["key"], "concurrency": 1}}, "test")
+    engine = open_engine(warehouse_url)
+    migrate.upgrade(engine)
+    client = OpenRouterClient.from_config(config.openrouter, KEY)
+    real = client.activity
+
+    def activity(date=None, **filters):  # the account-level proof of the first day, after the keys' answers, fails
+        if date == first.isoformat() and not filters:
+            api.inject(Fault("503"), Fault("503"))
+        return real(date, **filters)
+
+    client.activity = activity  # type: ignore[method-assign]
+    without = [k.hash for k in dataset.api_keys if not dataset.activity(first, api_key_hash=k.hash)]
+    # A key created mid-window, listed (so answered) last, has nothing on the first day: no
+    # answer after its own shows that day still served, so one account-level request must.
+    assert without == [dataset.api_keys[-1].hash]
+    report = run_sync(engine, client, plan_backfill(utc_today()), trigger="test", settings=config.sync)
+    (keys,) = report.breakdowns
+    assert not keys.ok and any("inside the API's window" in e and "503" in e for e in keys.errors)
+    marked = key_marks(warehouse_url)
+    assert not any((h, first.isoformat()) in marked for h in without)  # unproven: not "no activity"
+    assert len(marked) == 30 * len(dataset.api_keys) - len(without)  # everything else is written
+    client.activity = real  # type: ignore[method-assign]
+    again = run_sync(engine, client, [], trigger="test", settings=config.sync,
+                     subject_plan=lambda have: [d for d in plan_backfill(utc_today()) if d.isoformat() not in have])
+    assert again.ok and len(key_marks(warehouse_url)) == 30 * len(dataset.api_keys)
+    client.close()
+    engine.dispose()
+
+
 # -- the evidence rules, pure --------------------------------------------------------------
 
 
