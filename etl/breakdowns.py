@@ -19,10 +19,11 @@ A key with no rows on a day is normal, so a day absent from a subject's answer i
 as empty only when the API has shown that day inside its window at that moment
 (``etl.edges``). The account-level answers of the same run are that proof for every
 subject: they came before, which shows the window's new end, and the old end has moved at
-most a day since. What they cannot show costs one account-level ``date=`` request per run,
-not one per subject: before the subjects' requests for a new-end day nobody has shown yet,
-after them for the account's oldest day. A day still unproven is left to fetch when the
-API does not serve it yet, or reported lost when it no longer does.
+most a day since; the subjects' answers show it for each other too. What they cannot show
+costs one account-level ``date=`` request per run, not one per subject: before the
+subjects' requests for a new-end day nobody has shown yet, after them for an old-end day
+no later answer listed. A day still unproven is left to fetch when the API does not serve
+it yet, or reported lost when it no longer does.
 """
 
 from __future__ import annotations
@@ -284,7 +285,8 @@ def _judge(
         raw_ids = {a.subject.subject: warehouse.store_raw(conn, a.fetched, run_id) for a in answers if a.fetched}
     rows: dict[tuple[str, date], tuple[Subject, list[dict[str, Any]]]] = {}
     unproven: list[tuple[_Answer, date, list[date]]] = []
-    for answer in answers:
+    judged: list[tuple[_Answer, ParsedActivity, list[date]]] = []
+    for answer in answers:  # first every answer as evidence: the subjects' answers show each other's window
         subject = answer.subject
         if answer.fetched is None:  # a single day, answered 400
             day = subject.days[0]
@@ -294,7 +296,7 @@ def _judge(
         single = len(subject.days) == 1
         request_window = (subject.days[0], subject.days[0]) if single else window
         try:
-            parsed: ParsedActivity = parse_activity(
+            parsed = parse_activity(
                 answer.fetched.document, request_window, "workspace_id" if subject.breakdown == "workspace" else None
             )
         except ArchiveError as exc:
@@ -302,6 +304,9 @@ def _judge(
             continue
         own = [date.fromisoformat(d) for d in (*parsed.days, *parsed.rejected)] + ([subject.days[0]] if single else [])
         evidence.saw(own, answer.at)
+        judged.append((answer, parsed, own))
+    for answer, parsed, own in judged:
+        subject = answer.subject
         for day in subject.days:
             key = day.isoformat()
             if key in parsed.rejected:

@@ -88,7 +88,7 @@ class DayPrinter:
             self._progress.advance(self._task)
             if outcome.status != "archived":
                 self._progress.console.print(describe_day(outcome))
-        elif not self.quiet or outcome.status != "archived":
+        elif not self.quiet or outcome.status not in ("archived", "not_served"):  # -q: only what went wrong
             click.echo(describe_day(outcome))
 
 
