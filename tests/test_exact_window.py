@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import time_machine
 
 from conftest import FAST_CONFIG, INFERENCE_KEY, KEY, query
 from etl.edges import Moment, WindowEvidence
@@ -45,8 +46,8 @@ def api(dataset):
 
 @pytest.fixture
 def config(cli_env, tmp_path):
-    def write(extra: str = "") -> None:
-        (tmp_path / "config.toml").write_text(FAST_CONFIG + "[sync]\nrefetch_days = 0\n" + extra)
+    def write(extra: str = "", refetch_days: int = 0) -> None:
+        (tmp_path / "config.toml").write_text(FAST_CONFIG + f"[sync]\nrefetch_days = {refetch_days}\n" + extra)
 
     write()
     return write
@@ -109,7 +110,7 @@ def test_a_single_day_the_api_does_not_serve_yet_is_a_day_outcome_not_an_error(r
     first, yesterday = window()
     assert run("backfill").exit_code == 0
     before = day_rows(warehouse_url, yesterday)
-    (Path.cwd() / "config.toml").write_text(FAST_CONFIG + "[sync]\nrefetch_days = 1\n")
+    config(refetch_days=1)
     api.clock_offset_days = -1
     result = run("sync")  # plans yesterday alone: `date=` answers 400
     assert result.exit_code == 0, result.output
@@ -136,17 +137,25 @@ def test_server_ahead_first_day_is_reported_lost_not_archived_as_empty(run, api,
     state = status(run)
     assert state["lost"] == [first.isoformat()] and state["pending"] == []
     text = run("status").stdout
-    assert "lost          1 day(s)" in text and "none" not in text.split("lost", 1)[1].splitlines()[0]
+    assert f"lost          1 day(s): {first}" in text
     check = run("status", "--check")
     assert check.exit_code == 1
     assert "no longer serves" in check.stdout
 
 
-def test_server_ahead_a_day_it_already_serves_is_not_touched_and_nothing_is_lost(run, api, dataset, config, warehouse_url):
+def test_server_ahead_today_is_left_alone_and_archived_exactly_the_next_day(run, api, dataset, config, warehouse_url):
+    start = datetime.now(timezone.utc).replace(hour=12)
+    today = start.date()
     api.clock_offset_days = 1
-    run("backfill")
-    assert utc_today().isoformat() not in marks(warehouse_url)  # today is never archived, whoever's clock
-    assert query(warehouse_url, f"SELECT count(*) FROM activity WHERE date >= '{utc_today()}'") == [(0,)]
+    with time_machine.travel(start, tick=True):
+        result = run("backfill")
+    assert today.isoformat() not in marks(warehouse_url)  # complete by OpenRouter's clock, not by ours
+    assert "ignored" not in result.stderr
+    with time_machine.travel(start + timedelta(days=1), tick=True):
+        assert run("sync").exit_code == 0
+        state = status(run)
+    assert day_rows(warehouse_url, today) == served_rows(dataset, today) != []
+    assert state["lost"] == [(today - timedelta(days=30)).isoformat()]  # only the day that was gone at the start
 
 
 # -- proofs: an empty day inside the window is still archived as empty -------------------------
@@ -304,6 +313,30 @@ def test_a_failed_proof_request_costs_only_the_days_it_would_have_proven(api, da
     assert again.ok and len(key_marks(warehouse_url)) == 30 * len(dataset.api_keys)
     client.close()
     engine.dispose()
+
+
+# -- the stand-in's clock ----------------------------------------------------------------
+
+
+def test_standin_clock_offset_moves_the_window_and_the_date_rule(api):
+    import httpx
+
+    first, yesterday = window()
+    root = api.base_url.removesuffix("/api/v1")
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    def day_status(day: date) -> int:
+        return httpx.get(f"{api.base_url}/activity", params={"date": day.isoformat()}, headers=auth).status_code
+
+    moved = httpx.post(f"{root}/_standin/clock", json={"offset_days": 1})
+    assert moved.json() == {"offset_days": 1, "today": (utc_today() + timedelta(days=1)).isoformat()}
+    assert day_status(utc_today()) == 200 and day_status(first) == 400
+    whole = httpx.get(f"{api.base_url}/activity", headers=auth).json()["data"]
+    assert max(item["date"][:10] for item in whole) == utc_today().isoformat()
+    assert httpx.post(f"{root}/_standin/clock", json={"offset_days": -1}).status_code == 200
+    assert day_status(yesterday) == 400 and day_status(first - timedelta(days=1)) == 200
+    assert httpx.post(f"{root}/_standin/clock", json={"offset_days": "soon"}).status_code == 400
+    assert api.clock_offset_days == -1
 
 
 # -- the evidence rules, pure --------------------------------------------------------------
