@@ -267,7 +267,7 @@ def _fetch_day(client: OpenRouterClient, report: SyncReport, day: date, write: _
         edge = report.evidence.refuse(day, Moment(sent, time.monotonic()), ours)
         said = exc.api_message or str(exc)
         if edge == "new":
-            why = f"OpenRouter does not serve this day yet ({said}): its clock is behind ours; left to fetch"
+            why = f"OpenRouter does not serve this day yet ({said}); left to fetch"
             write.outcome(DayOutcome(day.isoformat(), "not_served", error=why))
         else:
             why = f"OpenRouter no longer serves this day ({said}) and it was never archived"

@@ -379,6 +379,18 @@ def test_a_refused_day_is_classified_by_what_the_api_did_serve():
     assert WindowEvidence().edge(D, window) == "new" and WindowEvidence().edge(window[0], window) == "old"
 
 
+def test_status_reads_lost_days_from_the_runs_and_warns_only_inside_our_window():
+    from etl.status import assess_health, refused_days
+
+    details = [None, "not json", '{"key": {"days_gone": 1}}', '{"window": {"gone": ["2026-10-23"], "not_served": []}}',
+               '{"window": {"gone": ["2026-09-01", 7]}}']
+    assert refused_days(details) == {"2026-10-23", "2026-09-01"}
+    today = date(2026, 11, 22)  # our window: 2026-10-23 .. 2026-11-21
+    problems = assess_health("2026-11-21", [], today, 2, 3, ["2026-09-01", "2026-10-23"])
+    assert len(problems) == 1 and "2026-10-23" in problems[0] and "2026-09-01" not in problems[0]
+    assert assess_health("2026-11-21", [], today + timedelta(days=1), 2, 3, ["2026-09-01", "2026-10-23"]) == []
+
+
 # -- the reliability report's row ---------------------------------------------------------
 
 
