@@ -14,6 +14,16 @@ at most ``concurrency`` at a time and start at least ``pacing_seconds`` apart; a
 on one subject (after the client's retries) is reported and the others carry on. Each
 day of a breakdown is then written in one transaction, every subject's rows with their
 archived marks, so a day is never split half-way across keys.
+
+A key with no rows on a day is normal, so a day absent from a subject's answer is archived
+as empty only when the API has shown that day inside its window at that moment
+(``etl.edges``). The account-level answers of the same run are that proof for every
+subject: they came before, which shows the window's new end, and the old end has moved at
+most a day since; the subjects' answers show it for each other too. What they cannot show
+costs one account-level ``date=`` request per run, not one per subject: before the
+subjects' requests for a new-end day nobody has shown yet, after them for an old-end day
+no later answer listed. A day still unproven is left to fetch when the API does not serve
+it yet, or reported lost when it no longer does.
 """
 
 from __future__ import annotations
@@ -26,14 +36,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import Engine
 
 from etl import warehouse
 from etl.client import Fetched, OpenRouterClient
 from etl.config import SyncConfig
-from etl.errors import ArchiveError, Interrupted
-from etl.validate import parse_activity
+from etl.edges import Edge, Moment, WindowEvidence
+from etl.errors import ArchiveError, BadRequestError, Interrupted
+from etl.validate import ParsedActivity, parse_activity
 from etl.window import completed_window
 
 log = logging.getLogger(__name__)
@@ -48,6 +60,8 @@ class BreakdownResult:
     requests: int = 0
     days_archived: int = 0
     days_failed: int = 0
+    days_not_served: int = 0  # outside the API's window at its new end: left to fetch
+    days_gone: int = 0  # outside it at the old end: never archived, no longer served
     rows_inserted: int = 0
     rows_updated: int = 0
     rows_unchanged: int = 0
@@ -64,11 +78,16 @@ class BreakdownResult:
             f"{self.requests} request(s); rows: {self.rows_inserted} new, {self.rows_updated} changed, "
             f"{self.rows_unchanged} unchanged" + (f", {self.rows_retired} retired" if self.rows_retired else "")
         )
+        if self.days_not_served:
+            text += f"; {self.days_not_served} day(s) not served by OpenRouter yet (left to fetch)"
         return text + (f"; {len(self.errors)} error(s): " + "; ".join(self.errors[:3]) if self.errors else "")
 
 
-def details_json(results: Iterable[BreakdownResult]) -> str:
-    return json.dumps({r.breakdown: asdict(r) for r in results})
+def details_json(results: Iterable[BreakdownResult], **extra: object) -> str | None:
+    """``sync_runs.details``: per-breakdown counts, plus any ``extra`` sections that are set."""
+    details: dict[str, object] = {r.breakdown: asdict(r) for r in results}
+    details.update({name: value for name, value in extra.items() if value is not None})
+    return json.dumps(details) if details else None
 
 
 class Pacer:
@@ -112,10 +131,15 @@ def run_breakdowns(
     run_id: int | None,
     now: Callable[[], datetime],
     stop: threading.Event,
+    evidence: WindowEvidence | None = None,
 ) -> list[BreakdownResult]:
-    """Archive every configured breakdown; ``plan`` turns a subject's archived days into days to fetch."""
+    """Archive every configured breakdown; ``plan`` turns a subject's archived days into days to fetch.
+
+    ``evidence``: what the run's account-level answers showed of the API's window.
+    """
     results = []
     window = completed_window(today)
+    evidence = evidence if evidence is not None else WindowEvidence()
     for breakdown in settings.breakdowns:
         if stop.is_set():
             break
@@ -134,7 +158,9 @@ def run_breakdowns(
                 days = plan(have)
                 if days:
                     todo.append(Subject(breakdown, name, tuple(days)))
-        _fetch_all(engine, client, todo, settings, window, result, run_id, now, stop)
+        proof = _Proof(engine, client, evidence, window, result, run_id)
+        proof.new_end({d for subject in todo for d in subject.days})
+        _fetch_all(engine, client, todo, settings, window, result, run_id, now, stop, proof)
         log.info("%s", result.describe())
     return results
 
@@ -156,62 +182,205 @@ def _subjects(
     return [k["hash"] for k in keys]
 
 
+class _Proof:
+    """Account-level ``date=`` requests that show where the API's window is, for every subject."""
+
+    def __init__(self, engine: Engine, client: OpenRouterClient, evidence: WindowEvidence,
+                 window: tuple[date, date], result: BreakdownResult, run_id: int | None) -> None:
+        self.engine, self.client, self.evidence, self.window = engine, client, evidence, window
+        self.result, self.run_id = result, run_id
+
+    def ask(self, day: date) -> Edge | None:
+        """None when the API serves ``day`` now, else the end of its window ``day`` is off.
+
+        The rows are the account's: kept raw, not loaded (the account's own plan does that).
+        """
+        self.result.requests += 1
+        sent = time.monotonic()
+        try:
+            fetched = self.client.activity(day.isoformat())
+        except BadRequestError:
+            return self.evidence.refuse(day, Moment(sent, time.monotonic()), self.window)
+        self.evidence.saw([day], Moment(sent, time.monotonic()))
+        with self.engine.begin() as conn:
+            warehouse.store_raw(conn, fetched, self.run_id)
+        return None
+
+    def new_end(self, days: set[date]) -> None:
+        """Before the subjects' requests: show the new end for the newest days nobody showed yet."""
+        now = Moment(time.monotonic(), time.monotonic())
+
+        def unshown(d: date) -> bool:
+            known = any(s.last >= d for s in self.evidence.served) or self.evidence.refused_new(d)
+            return not known and not self.evidence.gone(d, now)
+
+        for day in sorted(days, reverse=True):
+            if not unshown(day):
+                continue
+            try:
+                if self.ask(day) is None:
+                    return  # served: every older day's new end is shown too
+            except Interrupted:
+                raise
+            except ArchiveError as exc:  # without the proof, days absent from an answer stay to fetch
+                self.result.errors.append(f"showing {day} inside the API's window: {exc}")
+                return
+
+
+@dataclass
+class _Answer:
+    subject: Subject
+    at: Moment
+    fetched: Fetched | None  # None: the subject's `date=` request was answered 400
+
+
 def _fetch_all(
     engine: Engine, client: OpenRouterClient, todo: list[Subject], settings: SyncConfig,
     window: tuple[date, date], result: BreakdownResult, run_id: int | None,
-    now: Callable[[], datetime], stop: threading.Event,
+    now: Callable[[], datetime], stop: threading.Event, proof: _Proof,
 ) -> None:
     pacer = Pacer(settings.pacing_seconds, stop)
 
-    def fetch(subject: Subject) -> Fetched:
+    def fetch(subject: Subject) -> _Answer:
         if stop.is_set():
             raise Interrupted("interrupted: stop requested")
         pacer.wait()
         date_param = subject.days[0].isoformat() if len(subject.days) == 1 else None
-        return client.activity(date_param, **subject.params())
+        sent = time.monotonic()
+        try:
+            fetched = client.activity(date_param, **subject.params())
+        except BadRequestError:
+            if date_param is None:
+                raise
+            return _Answer(subject, Moment(sent, time.monotonic()), None)
+        return _Answer(subject, Moment(sent, time.monotonic()), fetched)
 
-    fetched: list[tuple[Subject, Fetched]] = []
+    answers: list[_Answer] = []
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="breakdown") as pool:
         futures = {pool.submit(fetch, s): s for s in todo}
         for future in as_completed(futures):
             subject = futures[future]
             result.requests += 1
             try:
-                fetched.append((subject, future.result()))
+                answers.append(future.result())
             except ArchiveError as exc:
                 _fail(result, subject, len(subject.days), str(exc))
-    if fetched:
-        _load(engine, fetched, window, result, run_id, now, stop)
+    if answers:
+        verdicts = _judge(engine, answers, window, result, run_id, proof)
+        _load(engine, verdicts, result, run_id, now, stop)
 
 
-def _load(
-    engine: Engine, fetched: list[tuple[Subject, Fetched]], window: tuple[date, date], result: BreakdownResult,
-    run_id: int | None, now: Callable[[], datetime], stop: threading.Event,
-) -> None:
-    """Write the breakdown day by day: each day, for every subject, in one transaction."""
+# A subject's day: its rows (possibly none, when shown inside the window), or why not.
+_Verdict = tuple[Subject, int, list[dict[str, Any]]]
+_GONE, _NOT_SERVED = "gone", "not served"
+
+
+def _judge(
+    engine: Engine, answers: list[_Answer], window: tuple[date, date], result: BreakdownResult,
+    run_id: int | None, proof: _Proof,
+) -> dict[str, list[_Verdict]]:
+    """Per day, what to write for each subject; unproven absent days are settled here."""
+    evidence = proof.evidence
+    lost: dict[date, int] = {}
     with engine.begin() as conn:
-        raw_ids = {s.subject: warehouse.store_raw(conn, f, run_id) for s, f in fetched}
-    parsed = {}
-    for subject, response in fetched:
-        request_window = (subject.days[0], subject.days[0]) if len(subject.days) == 1 else window
+        raw_ids = {a.subject.subject: warehouse.store_raw(conn, a.fetched, run_id) for a in answers if a.fetched}
+    rows: dict[tuple[str, date], tuple[Subject, list[dict[str, Any]]]] = {}
+    unproven: list[tuple[_Answer, date, list[date]]] = []
+    judged: list[tuple[_Answer, ParsedActivity, list[date]]] = []
+    for answer in answers:  # first every answer as evidence: the subjects' answers show each other's window
+        subject = answer.subject
+        if answer.fetched is None:  # a single day, answered 400
+            day = subject.days[0]
+            edge = evidence.refuse(day, answer.at, window)
+            _settle(result, subject, day, _GONE if edge == "old" else _NOT_SERVED, lost)
+            continue
+        single = len(subject.days) == 1
+        request_window = (subject.days[0], subject.days[0]) if single else window
         try:
-            parsed[subject] = parse_activity(
-                response.document, request_window, "workspace_id" if subject.breakdown == "workspace" else None
+            parsed = parse_activity(
+                answer.fetched.document, request_window, "workspace_id" if subject.breakdown == "workspace" else None
             )
         except ArchiveError as exc:
             _fail(result, subject, len(subject.days), str(exc))
-    for day in sorted({d.isoformat() for s in parsed for d in s.days}):
+            continue
+        own = [date.fromisoformat(d) for d in (*parsed.days, *parsed.rejected)] + ([subject.days[0]] if single else [])
+        evidence.saw(own, answer.at)
+        judged.append((answer, parsed, own))
+    for answer, parsed, own in judged:
+        subject = answer.subject
+        for day in subject.days:
+            key = day.isoformat()
+            if key in parsed.rejected:
+                _fail(result, subject, 1, f"{key}: {parsed.rejected[key]}")
+            elif key in parsed.days or evidence.held(day, answer.at, own):
+                rows[(subject.subject, day)] = (subject, parsed.days.get(key, []))
+            elif evidence.gone(day, answer.at):
+                _settle(result, subject, day, _GONE, lost)
+            else:
+                unproven.append((answer, day, own))
+    # The old end, after every answer: one account-level request for the oldest day that
+    # lacks it settles that day for every subject at once.
+    while unproven:
+        for item in [u for u in unproven if evidence.held(u[1], u[0].at, u[2])]:
+            unproven.remove(item)
+            rows[(item[0].subject.subject, item[1])] = (item[0].subject, [])
+        lacking = sorted({d for a, d, own in unproven if not evidence.old_end(d, a.at, own)})
+        if not lacking:
+            break
+        try:
+            off = proof.ask(lacking[0])
+        except Interrupted:
+            raise
+        except ArchiveError as exc:  # no proof: those days stay unarchived, the next sync fetches them
+            result.errors.append(f"showing {lacking[0]} inside the API's window: {exc}")
+            for item in [u for u in unproven if not evidence.old_end(u[1], u[0].at, u[2])]:
+                unproven.remove(item)
+                result.days_failed += 1
+            continue
+        if off is not None:  # not served now: whatever a subject lacked of it cannot be fetched
+            for item in [u for u in unproven if u[1] <= lacking[0]]:
+                unproven.remove(item)
+                _settle(result, item[0].subject, item[1], _GONE if off == "old" else _NOT_SERVED, lost)
+    for answer, day, _own in unproven:  # the new end is not shown: not served when asked
+        _settle(result, answer.subject, day, _NOT_SERVED, lost)
+    _report_lost(result, lost)
+    by_day: dict[str, list[_Verdict]] = {}
+    for (name, day), (subject, day_rows) in sorted(rows.items(), key=lambda item: item[0][1]):
+        by_day.setdefault(day.isoformat(), []).append((subject, raw_ids[name], day_rows))
+    return by_day
+
+
+def _settle(result: BreakdownResult, subject: Subject, day: date, why: str, lost: dict[date, int]) -> None:
+    if why == _NOT_SERVED:
+        result.days_not_served += 1
+        log.info("%s: %s not served by OpenRouter yet; left to fetch", _label(subject), day)
+    else:
+        result.days_gone += 1
+        lost[day] = lost.get(day, 0) + 1
+
+
+def _report_lost(result: BreakdownResult, lost: dict[date, int]) -> None:
+    """One error for all the subject-days the API no longer served: they are lost."""
+    if lost:
+        days = ", ".join(f"{d} ({n} subject(s))" for d, n in sorted(lost.items()))
+        error = f"OpenRouter no longer serves, and we never archived: {days}"
+        result.errors.append(error)
+        log.warning("%s breakdown: %s", result.breakdown, error)
+
+
+def _load(
+    engine: Engine, verdicts: dict[str, list[_Verdict]], result: BreakdownResult,
+    run_id: int | None, now: Callable[[], datetime], stop: threading.Event,
+) -> None:
+    """Write the breakdown day by day: each day, for every subject, in one transaction."""
+    for day, todo in verdicts.items():
         if stop.is_set():
             raise Interrupted("interrupted: stop requested")
-        todo = [(s, p) for s, p in parsed.items() if day in {d.isoformat() for d in s.days}]
         with engine.begin() as conn:
-            for subject, days in todo:
-                if day in days.rejected:
-                    _fail(result, subject, 1, f"{day}: {days.rejected[day]}")
-                    continue
+            for subject, raw_id, day_rows in todo:
                 written = warehouse.save_breakdown_day(
-                    conn, subject.breakdown, subject.subject, day, days.days.get(day, []),
-                    now=now(), run_id=run_id, raw_response_id=raw_ids[subject.subject],
+                    conn, subject.breakdown, subject.subject, day, day_rows,
+                    now=now(), run_id=run_id, raw_response_id=raw_id,
                 )
                 result.days_archived += 1
                 result.rows_inserted += written.inserted

@@ -44,18 +44,24 @@ def describe_day(o: DayOutcome) -> str:
         detail = f"{o.rows} rows" if o.rows else "no activity"
         retired = f", {o.retired} retired" if o.retired else ""
         return f"{o.day}  archived  {detail} ({o.inserted} new, {o.updated} changed, {o.unchanged} unchanged{retired})"
-    return f"{o.day}  {o.status}  {o.error}"
+    label = {"not_served": "not served yet", "gone": "lost"}.get(o.status, o.status)
+    return f"{o.day}  {label}  {o.error}"
 
 
 def describe_report(r: SyncReport) -> str:
     planned = len(r.planned)
     if planned == 0:
         return f"{r.trigger}: nothing to fetch, the archive is up to date"
-    return (
+    text = (
         f"{r.trigger}: {r.archived} of {planned} day(s) archived in {r.requests} request(s), {r.seconds:.1f}s; "
         f"rows: {r.total('inserted')} new, {r.total('updated')} changed, {r.total('unchanged')} unchanged"
         + (f", {r.total('retired')} retired" if r.total("retired") else "")
     )
+    if r.days("not_served"):
+        text += f"; {len(r.days('not_served'))} day(s) not served by OpenRouter yet, left to fetch"
+    if r.days("gone"):
+        text += f"; {len(r.days('gone'))} day(s) LOST: OpenRouter no longer serves them"
+    return text
 
 
 class DayPrinter:
@@ -84,7 +90,7 @@ class DayPrinter:
             self._progress.advance(self._task)
             if outcome.status != "archived":
                 self._progress.console.print(describe_day(outcome))
-        elif not self.quiet or outcome.status != "archived":
+        elif not self.quiet or outcome.status not in ("archived", "not_served"):  # -q: only what went wrong
             click.echo(describe_day(outcome))
 
 
@@ -104,7 +110,7 @@ def status_lines(s: ArchiveStatus) -> list[str]:
     lines += history_lines(s.history)
     lines.append(f"API window    {s.window_first} .. {s.window_last}")
     lines.append(f"to fetch      {_days(s.pending)}")
-    lines.append(f"lost          {_days(s.lost)}" + ("  (older than the API window: gone for good)" if s.lost else ""))
+    lines.append(f"lost          {_days(s.lost)}" + ("  (gone for good: OpenRouter no longer has them)" if s.lost else ""))
     if s.last_run:
         r = s.last_run
         lines.append(

@@ -4,10 +4,15 @@ Also how much history was superseded (rows retired because OpenRouter stopped li
 them, earlier versions of revised rows), and any archived day whose current rows differ in
 number from OpenRouter's latest answer for it: an archive made by a version that counted
 revised days twice, which the history migration could not repair.
+
+Lost days are the missing days older than our window, and also the days a sync asked for
+that OpenRouter no longer served (its clock ahead of ours: ``sync_runs.details`` records
+them under ``window.gone``), even when by our clock they are still inside the window.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -52,6 +57,20 @@ def find_gaps(archived: Iterable[str], today: date) -> Gaps:
     )
 
 
+def refused_days(details: Iterable[str | None]) -> set[str]:
+    """Days the API no longer served when a sync asked for them, from runs' ``details`` JSON."""
+    gone: set[str] = set()
+    for text in details:
+        try:
+            document = json.loads(text or "{}")
+        except ValueError:
+            continue
+        window = document.get("window") if isinstance(document, dict) else None
+        days = window.get("gone") if isinstance(window, dict) else None
+        gone.update(d for d in days or [] if isinstance(d, str))
+    return gone
+
+
 def as_ranges(days: Iterable[str]) -> list[str]:
     """Collapse sorted ISO dates into 'first..last' ranges for display."""
     ranges: list[list[date]] = []
@@ -64,9 +83,15 @@ def as_ranges(days: Iterable[str]) -> list[str]:
 
 
 def assess_health(
-    last_day: str | None, pending: Iterable[str], today: date, stale_after_days: int, window_margin_days: int
+    last_day: str | None, pending: Iterable[str], today: date, stale_after_days: int, window_margin_days: int,
+    lost: Iterable[str] = (),
 ) -> list[str]:
-    """Problems a monitoring system should hear about; empty when the archive is healthy."""
+    """Problems a monitoring system should hear about; empty when the archive is healthy.
+
+    A lost day is news while it is still inside our window: OpenRouter's clock is ahead of
+    ours and the day was never archived. Once older than the window it is ordinary history
+    (``lost`` in the status), and no longer a warning.
+    """
     window_first, yesterday = completed_window(today)
     problems = []
     if last_day is None:
@@ -82,6 +107,12 @@ def assess_health(
         problems.append(
             f"{len(at_risk)} day(s) not archived leave the API window within {window_margin_days} day(s), "
             f"the first on {first_loss.isoformat()}: {', '.join(as_ranges(at_risk))}"
+        )
+    early = sorted(d for d in lost if d >= window_first.isoformat())
+    if early:
+        problems.append(
+            f"{len(early)} day(s) inside our window that OpenRouter no longer serves (its clock is ahead of ours?) "
+            f"were never archived and are lost: {', '.join(as_ranges(early))}"
         )
     return problems
 
@@ -244,7 +275,9 @@ def read_status(engine: Engine, today: date, health: HealthConfig | None = None,
         return status
     status = _read(engine, today)
     status.integrity = integrity
-    status.problems = assess_health(status.last_day, status.pending, today, health.stale_after_days, health.window_margin_days)
+    status.problems = assess_health(
+        status.last_day, status.pending, today, health.stale_after_days, health.window_margin_days, status.lost
+    )
     status.problems += describe_miscounts(status.miscounted_days, status.schema_revision)
     return status
 
@@ -278,7 +311,10 @@ def _read(engine: Engine, today: date) -> ArchiveStatus:
             status.first_day = min(d for d, _ in days)
             status.last_day = max(d for d, _ in days)
         gaps = find_gaps((d for d, _ in days), today)
-        status.pending, status.lost = gaps.pending, gaps.lost
+        runs = conn.execute(select(sync_runs.c.details).where(sync_runs.c.details.like('%"gone"%'))).scalars()
+        refused = refused_days(runs) - {d for d, _ in days}
+        status.pending = [d for d in gaps.pending if d not in refused]
+        status.lost = sorted(set(gaps.lost) | refused)
         last = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc()).limit(1)).mappings().first()
         if last:
             status.last_run = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in last.items()}

@@ -10,6 +10,14 @@ Requests: one ``GET /activity`` without ``date`` returns the whole window, so an
 two or more days costs a single request; a plan of exactly one day asks for that day
 alone (``date=``), which keeps the response small. Days of the response that were not
 planned are left alone (the raw response still keeps them).
+
+The window's edges: OpenRouter's clock need not agree with ours about the UTC date, so a
+planned day absent from the answer is archived as a day without activity only when the
+API has shown it inside its window (``etl.edges``): the answer lists a strictly older and
+a strictly newer day, or a ``date=`` request for it answers 200. Otherwise one ``date=``
+request per window end settles it (usually none: days with rows prove themselves); a 400
+means the day is outside the API's window: at the new end it is *not served yet* (left
+to fetch, not an error), at the old end it is *gone* (reported lost, exit status 1).
 """
 
 from __future__ import annotations
@@ -27,16 +35,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from etl import warehouse
 from etl.breakdowns import BreakdownResult, details_json, run_breakdowns
-from etl.client import OpenRouterClient
+from etl.client import Fetched, OpenRouterClient
 from etl.config import SyncConfig
 from etl.db import describe_failure
-from etl.errors import ArchiveError, Interrupted, WarehouseError
+from etl.edges import Moment, WindowEvidence
+from etl.errors import ArchiveError, BadRequestError, Interrupted, WarehouseError
 from etl.validate import parse_activity
 from etl.window import completed_window, days_between
 
 log = logging.getLogger(__name__)
 
-DayStatus = Literal["archived", "rejected", "failed"]
+# not_served: outside the API's window at its new end (its clock is behind): fetched later.
+# gone: outside it at the old end: OpenRouter no longer has the day, and we never got it.
+DayStatus = Literal["archived", "rejected", "failed", "not_served", "gone"]
 
 
 def plan_sync(today: date, archived: Iterable[str], refetch_days: int) -> list[date]:
@@ -89,11 +100,17 @@ class SyncReport:
     error: str | None = None
     interrupted: bool = False
     breakdowns: list[BreakdownResult] = field(default_factory=list)
+    evidence: WindowEvidence = field(default_factory=WindowEvidence)
 
     @property
     def ok(self) -> bool:
-        archived = {o.day for o in self.outcomes if o.status == "archived"}
-        return self.error is None and archived >= set(self.planned) and all(b.ok for b in self.breakdowns)
+        """Every planned day archived, or not served by the API yet (nothing is lost: it stays
+        to fetch). A day the API no longer serves is not ok: it is lost."""
+        settled = {o.day for o in self.outcomes if o.status in ("archived", "not_served")}
+        return self.error is None and settled >= set(self.planned) and all(b.ok for b in self.breakdowns)
+
+    def days(self, status: DayStatus) -> list[str]:
+        return sorted(o.day for o in self.outcomes if o.status == status)
 
     def total(self, attribute: str) -> int:
         return sum(getattr(o, attribute) for o in self.outcomes)
@@ -143,10 +160,11 @@ def run_sync(
     with _writing(engine):
         run_id = warehouse.start_run(engine, trigger, now())
     report = SyncReport(run_id, trigger, [d.isoformat() for d in days])
+    ours = completed_window(today)
     try:
-        for date_param, window in plan_requests(days, completed_window(today)):
-            wanted = [d.isoformat() for d in days if window[0] <= d <= window[1]]
-            _fetch_and_load(engine, client, report, date_param, window, wanted, on_day, now, stop)
+        for date_param, window in plan_requests(days, ours):
+            wanted = [d for d in days if window[0] <= d <= window[1]]
+            _fetch_and_load(client, report, date_param, window, wanted, _Writer(engine, report, on_day, now, stop), ours)
     except ArchiveError as exc:
         # The request failed as a whole (auth, retries exhausted, unreadable body, disk):
         # every day not yet written fails with it, and is fetched again by the next sync.
@@ -158,7 +176,9 @@ def run_sync(
         plan = subject_plan or (lambda _have: list(days))
         try:
             with _writing(engine):
-                report.breakdowns = run_breakdowns(engine, client, settings, today, plan, run_id=run_id, now=now, stop=stop)
+                report.breakdowns = run_breakdowns(
+                    engine, client, settings, today, plan, run_id=run_id, now=now, stop=stop, evidence=report.evidence
+                )
         except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
             report.error = f"breakdowns: {exc}"
             report.interrupted = isinstance(exc, Interrupted)
@@ -167,40 +187,119 @@ def run_sync(
     return report
 
 
+class _Writer:
+    """Writes one account-level day per transaction and reports its outcome."""
+
+    def __init__(self, engine: Engine, report: SyncReport, on_day: Callable[[DayOutcome], None],
+                 now: Callable[[], datetime], stop: threading.Event) -> None:
+        self.engine, self.report, self.on_day, self.now, self.stop = engine, report, on_day, now, stop
+
+    def raw(self, fetched: Fetched) -> int:
+        with _writing(self.engine):
+            with self.engine.begin() as conn:
+                raw_id = warehouse.store_raw(conn, fetched, self.report.run_id)
+        return raw_id
+
+    def day(self, day: date, rows: list[dict[str, object]], raw_id: int) -> None:
+        _check(self.stop)
+        with _writing(self.engine):
+            with self.engine.begin() as conn:
+                written = warehouse.save_day(conn, day.isoformat(), rows, now=self.now(), run_id=self.report.run_id, raw_response_id=raw_id)
+        if written.retired:
+            log.info("%s: %d row(s) no longer listed by the API retired to activity_history", day, written.retired)
+        self.outcome(
+            DayOutcome(day.isoformat(), "archived", written.rows, written.inserted, written.updated, written.unchanged, retired=written.retired)
+        )
+
+    def outcome(self, outcome: DayOutcome) -> None:
+        self.report.outcomes.append(outcome)
+        self.on_day(outcome)
+
+
 def _fetch_and_load(
-    engine: Engine,
     client: OpenRouterClient,
     report: SyncReport,
     date_param: date | None,
     window: tuple[date, date],
-    wanted: list[str],
-    on_day: Callable[[DayOutcome], None],
-    now: Callable[[], datetime],
-    stop: threading.Event,
+    wanted: list[date],
+    write: _Writer,
+    ours: tuple[date, date],
 ) -> None:
-    _check(stop)
+    """One request's days: rows, or empty when shown inside the API's window, else confirmed."""
+    if date_param is not None:
+        _fetch_day(client, report, date_param, write, ours)
+        return
+    _check(write.stop)
     report.requests += 1
-    fetched = client.activity(date_param.isoformat() if date_param else None)
-    with _writing(engine):
-        with engine.begin() as conn:
-            raw_id = warehouse.store_raw(conn, fetched, report.run_id)
+    sent = time.monotonic()
+    fetched = client.activity(None)
+    at = Moment(sent, time.monotonic())
+    raw_id = write.raw(fetched)
     parsed = parse_activity(fetched.document, window)
-    for day in sorted(set(parsed.rejected) - set(wanted)):
-        log.warning("ignored %s: %s", day, parsed.rejected[day])
+    listed = [date.fromisoformat(d) for d in (*parsed.days, *parsed.rejected)]
+    report.evidence.saw(listed, at)
+    _log_unplanned(parsed.rejected, {d.isoformat() for d in wanted}, ours)
+    unproven = []
     for day in wanted:
-        _check(stop)
-        if day in parsed.rejected:
-            outcome = DayOutcome(day, "rejected", error=parsed.rejected[day])
+        key = day.isoformat()
+        if key in parsed.rejected:
+            write.outcome(DayOutcome(key, "rejected", error=parsed.rejected[key]))
+        elif key in parsed.days or report.evidence.held(day, at, listed):
+            write.day(day, parsed.days.get(key, []), raw_id)
         else:
-            rows = parsed.days.get(day, [])  # absent from the response: a day without activity
-            with _writing(engine):
-                with engine.begin() as conn:
-                    written = warehouse.save_day(conn, day, rows, now=now(), run_id=report.run_id, raw_response_id=raw_id)
-            if written.retired:
-                log.info("%s: %d row(s) no longer listed by the API retired to activity_history", day, written.retired)
-            outcome = DayOutcome(day, "archived", written.rows, written.inserted, written.updated, written.unchanged, retired=written.retired)
-        report.outcomes.append(outcome)
-        on_day(outcome)
+            unproven.append(day)
+    # Absent and not shown inside the window: ask for the oldest day whose old end is not
+    # shown, else the newest; each answer settles that day and may prove the others.
+    while unproven:
+        for day in [d for d in unproven if report.evidence.held(d, at, listed)]:
+            unproven.remove(day)
+            write.day(day, [], raw_id)  # absent from an answer that covered it: no activity
+        if unproven:
+            no_old_end = [d for d in unproven if not report.evidence.old_end(d, at, listed)]
+            day = no_old_end[0] if no_old_end else unproven[-1]
+            unproven.remove(day)
+            _fetch_day(client, report, day, write, ours)
+
+
+def _fetch_day(client: OpenRouterClient, report: SyncReport, day: date, write: _Writer, ours: tuple[date, date]) -> None:
+    """``date=day``: its rows (200, perhaps none), or not served yet / gone (400)."""
+    _check(write.stop)
+    report.requests += 1
+    sent = time.monotonic()
+    try:
+        fetched = client.activity(day.isoformat())
+    except BadRequestError as exc:
+        edge = report.evidence.refuse(day, Moment(sent, time.monotonic()), ours)
+        said = exc.api_message or str(exc)
+        if edge == "new":
+            why = f"OpenRouter does not serve this day yet ({said}); left to fetch"
+            write.outcome(DayOutcome(day.isoformat(), "not_served", error=why))
+        else:
+            why = f"OpenRouter no longer serves this day ({said}) and it was never archived"
+            write.outcome(DayOutcome(day.isoformat(), "gone", error=why))
+        return
+    at = Moment(sent, time.monotonic())
+    raw_id = write.raw(fetched)
+    parsed = parse_activity(fetched.document, (day, day))
+    report.evidence.saw([day], at)  # answered 200: inside the window, rows or not
+    key = day.isoformat()
+    _log_unplanned(parsed.rejected, {key}, ours)
+    if key in parsed.rejected:
+        write.outcome(DayOutcome(key, "rejected", error=parsed.rejected[key]))
+    else:
+        write.day(day, parsed.days.get(key, []), raw_id)
+
+
+def _log_unplanned(rejected: dict[str, str], wanted: set[str], ours: tuple[date, date]) -> None:
+    """Days of an answer that were not asked for are left alone; say why when it is odd."""
+    beside = {(ours[0] - timedelta(days=1)).isoformat(), (ours[1] + timedelta(days=1)).isoformat()}
+    for day in sorted(set(rejected) - wanted):
+        if day in beside:
+            # The API's clock is ahead (today is complete by its clock: we fetch it
+            # tomorrow) or behind (the day before our window is still served).
+            log.info("left alone %s, outside our window %s..%s: OpenRouter's clock and ours disagree", day, *ours)
+        else:
+            log.warning("ignored %s: %s", day, rejected[day])
 
 
 def _check(stop: threading.Event) -> None:
@@ -223,9 +322,18 @@ class _writing:
         return False
 
 
+def _window_details(report: SyncReport) -> dict[str, object] | None:
+    """What the API showed of its window; ``gone`` days are what ``status`` reports lost."""
+    span = report.evidence.span()
+    gone, not_served = report.days("gone"), report.days("not_served")
+    if not (gone or not_served):
+        return None
+    return {"served": [d.isoformat() for d in span] if span else None, "gone": gone, "not_served": not_served}
+
+
 def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[], datetime]) -> None:
     report.seconds = time.monotonic() - started
-    failed = [o for o in report.outcomes if o.status != "archived"]
+    failed = [o for o in report.outcomes if o.status not in ("archived", "not_served")]
     if report.ok:
         outcome = "ok"
     elif report.interrupted:
@@ -250,7 +358,7 @@ def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[]
             rows_inserted=report.total("inserted"),
             rows_updated=report.total("updated"),
             rows_unchanged=report.total("unchanged"),
-            details=details_json(report.breakdowns) if report.breakdowns else None,
+            details=details_json(report.breakdowns, window=_window_details(report)),
         )
     except SQLAlchemyError as exc:  # the days themselves are already committed
         log.error("could not record the end of run %d: %s", report.run_id, describe_failure(exc, str(engine.url)))

@@ -24,9 +24,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -517,6 +518,85 @@ def cron_set_up() -> CheckRow:
         f"{len(lines)} lines (sync, health check) with the example's environment file",
         f"exit codes {[r.returncode for r in results]}; {days} of 30 days archived; health check silent on a healthy archive",
         rows_lost=30 - days,
+        ok=ok,
+    )
+
+
+# -- issue 9 item 2: a day at the window's edge, OpenRouter's clock a day off ours ----------
+
+
+def _empty_marks(db: Path) -> set[str]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return {d for (d,) in conn.execute("SELECT date FROM archived_days WHERE row_count = 0")}
+
+
+def _marks(db: Path) -> set[str]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return {d for (d,) in conn.execute("SELECT date FROM archived_days")}
+
+
+def _skew_behind(folder: Path, dataset: Dataset, config: str) -> dict[str, Any]:
+    """A day behind: yesterday is not served yet; once the API catches up, the next sync gets it."""
+    yesterday = completed_window(utc_today())[1].isoformat()
+    db = folder / "behind.db"
+    with StandIn(dataset, management_key=KEY, clock_offset_days=-1) as api:
+        backfill = cli(folder, db, api, "-q", "backfill", config=config)
+        backfill.communicate(timeout=120)
+        marked_early = yesterday in _marks(db)  # marked while the API did not serve it: wrong
+        wrong = {d for d in _empty_marks(db) if dataset.activity(date.fromisoformat(d))} | ({yesterday} if marked_early else set())
+        api.clock_offset_days = 0
+        sync = cli(folder, db, api, "-q", "sync", config=config)
+        sync.communicate(timeout=120)
+        expected = expected_days(dataset)
+    return {"exits": (backfill.returncode, sync.returncode), "left": not marked_early, "wrong": wrong,
+            "complete": check_archive(db, expected).ok and _marks(db) >= set(expected), "rows_lost": rows_lost(db, expected),
+            "empty": (len(_empty_marks(db) & {d for d, rows in expected.items() if not rows}), sum(not r for r in expected.values()))}
+
+
+def _skew_ahead(folder: Path, dataset: Dataset, config: str) -> dict[str, Any]:
+    """A day ahead: our first window day is gone; it must be reported lost, not archived as empty."""
+    first = completed_window(utc_today())[0].isoformat()
+    db = folder / "ahead.db"
+    with StandIn(dataset, management_key=KEY, clock_offset_days=1) as api:
+        backfill = cli(folder, db, api, "-q", "backfill", config=config)
+        backfill.communicate(timeout=120)
+        status = cli(folder, db, api, "status", "--json", "--check", config=config)
+        out, _ = status.communicate(timeout=120)
+    served = {d: rows for d, rows in expected_days(dataset).items() if d != first}
+    wrong = {d for d in _empty_marks(db) if dataset.activity(date.fromisoformat(d))} | ({first} & _marks(db))
+    return {"exits": (backfill.returncode, status.returncode), "reported": json.loads(out)["lost"] == [first], "wrong": wrong,
+            "complete": _marks(db) >= set(served), "rows_lost": rows_lost(db, served)}
+
+
+@exactness_check
+def clock_skew_at_window_edge() -> CheckRow:
+    """OpenRouter's clock a day behind and a day ahead of ours (real CLI, refetch_days = 0)."""
+    config = FAST_RETRIES.format(attempts=2, timeout=10, max_mb=64) + "[sync]\nrefetch_days = 0\n"
+    with tempfile.TemporaryDirectory(prefix="skew-") as tmp:
+        folders = [Path(tmp) / name for name in ("behind", "ahead")]
+        for folder in folders:
+            folder.mkdir()
+        with ThreadPoolExecutor(2) as pool:  # two independent archives: run side by side
+            behind_job = pool.submit(_skew_behind, folders[0], Dataset(seed=11), config)
+            ahead_job = pool.submit(_skew_ahead, folders[1], Dataset(seed=11), config)
+            behind, ahead = behind_job.result(), ahead_job.result()
+    wrong = len(behind["wrong"]) + len(ahead["wrong"])
+    ok = (
+        wrong == 0 and behind["left"] and behind["exits"] == (0, 0) and behind["complete"]
+        and ahead["reported"] and ahead["exits"] == (1, 1) and ahead["complete"]
+    )
+    empty_ok, empty_all = behind["empty"]
+    return CheckRow(
+        check="clock skew at the window's edge (issue 9 item 2)",
+        tried="OpenRouter's clock a day behind ours (backfill, then sync once it catches up) and a day ahead (backfill, status)",
+        result=(
+            f"days wrongly marked empty: {wrong}; behind: yesterday left to fetch: {'yes' if behind['left'] else 'NO'}, "
+            f"archived exactly by the next sync: {'yes' if behind['complete'] else 'NO'} (exits {behind['exits'][0]}, {behind['exits'][1]}), "
+            f"days without activity archived as such: {empty_ok} of {empty_all}; "
+            f"ahead: first day reported lost: {'yes' if ahead['reported'] else 'NO'} (backfill exit {ahead['exits'][0]}, "
+            f"status --check exit {ahead['exits'][1]}), every served day archived: {'yes' if ahead['complete'] else 'NO'}"
+        ),
+        rows_lost=behind["rows_lost"] + ahead["rows_lost"],
         ok=ok,
     )
 

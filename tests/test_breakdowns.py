@@ -17,7 +17,7 @@ from etl.client import OpenRouterClient
 from etl.config import parse_config
 from etl.db import open_engine
 from etl.standin import Dataset, Fault, StandIn
-from etl.sync import sync_subject_plan
+from etl.sync import plan_backfill, run_sync, sync_subject_plan
 from etl.window import completed_window, utc_today
 
 
@@ -104,7 +104,8 @@ def test_sync_fetches_only_what_each_subject_misses(run, api, warehouse_url, bre
     assert result.exit_code == 0
     assert "key breakdown: 5 subject(s), 10 day(s) archived" in result.stdout  # refetch_days=2 per key
     activity = [r for r in api.requests if r.path.endswith("/activity")]
-    assert len(activity) == 1 + 5 + 1 + 1  # account, keys, workspaces, one member
+    yesterday_empty = not api.dataset.activity(utc_today() - timedelta(days=1))  # then one `date=` shows it in the window
+    assert len(activity) == 1 + yesterday_empty + 5 + 1 + 1  # account, keys, workspaces, one member
 
 
 def test_member_breakdown(run, dataset, warehouse_url, breakdown_config):
@@ -150,8 +151,10 @@ def test_a_failing_key_is_reported_and_the_others_are_kept(api, dataset, warehou
     today = utc_today()
     plan = sync_subject_plan(today, 2)
     now = lambda: datetime.now(timezone.utc)  # noqa: E731
+    # The account-level answers of the same run show the API's window to the breakdown.
+    evidence = run_sync(engine, client, plan_backfill(today), trigger="test").evidence
     api.inject(Fault("503", path="/activity"), Fault("503", path="/activity"))  # both attempts of the first key
-    (first,) = run_breakdowns(engine, client, config.sync, today, plan, run_id=None, now=now, stop=stop)
+    (first,) = run_breakdowns(engine, client, config.sync, today, plan, run_id=None, now=now, stop=stop, evidence=evidence)
     assert len(first.errors) == 1 and "503" in first.errors[0]
     assert first.days_failed == 30 and first.days_archived == 4 * 30
     api.requests.clear()

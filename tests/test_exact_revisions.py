@@ -115,7 +115,8 @@ def test_a_changed_endpoint_id_is_not_counted_twice(cli_env, run, api, warehouse
     assert query(warehouse_url, f"SELECT row_count FROM archived_days WHERE date = '{yesterday}'") == [(1,)]
 
     (run_id,) = query(warehouse_url, "SELECT max(id) FROM sync_runs")[0]
-    (raw_id,) = query(warehouse_url, "SELECT max(id) FROM raw_responses")[0]
+    # The answer that superseded the row is the one the day's mark points to.
+    (raw_id,) = query(warehouse_url, f"SELECT raw_response_id FROM archived_days WHERE date = '{yesterday}'")[0]
     history = query(warehouse_url, "SELECT endpoint_id, usage, reason, superseded_by_run, superseded_by_raw_response_id, superseded_at FROM activity_history")
     assert [h[:5] for h in history] == [("ep-old", 3.0, "retired", run_id, raw_id)]
 

@@ -28,6 +28,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fault-seed", type=int, default=0)
     parser.add_argument("--date-style", choices=("plain", "live", "mixed"), default="mixed")
     parser.add_argument("--float-counts", choices=("never", "always", "mixed"), default="mixed")
+    parser.add_argument("--clock-offset-days", type=int, default=0, help="serve as if today were N days later (negative: earlier)")
     parser.add_argument("--page-size", type=int, default=2, help="keys per page of GET /keys")
     parser.add_argument("--management-key", default=DEMO_MANAGEMENT_KEY)
     parser.add_argument("--inference-key", default=DEMO_INFERENCE_KEY)
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         fault_rate=args.fault_rate,
         fault_kinds=kinds,
         fault_seed=args.fault_seed,
+        clock_offset_days=args.clock_offset_days,
     )
     with standin:
         print(f"OpenRouter stand-in serving at {standin.base_url}", flush=True)

@@ -7,7 +7,7 @@ and injectable faults (HTTP errors, resets, truncated bodies, slow and malformed
 answers) so that clients can be tested against what the real network does.
 
 Out-of-process callers drive it through unauthenticated control endpoints under
-`/_standin/` (faults, revisions, the request log).
+`/_standin/` (faults, revisions, the clock offset, the request log).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, NamedTuple, Sequence
 from urllib.parse import parse_qs, urlsplit
@@ -284,6 +284,7 @@ class StandIn:
         fault_rate: float = 0.0,
         fault_kinds: Sequence[str | Fault] | None = None,
         fault_seed: int = 0,
+        clock_offset_days: int = 0,
     ) -> None:
         if date_style not in ("plain", "live", "mixed"):
             raise ValueError(f"date_style must be plain, live or mixed, not {date_style!r}")
@@ -291,7 +292,10 @@ class StandIn:
             raise ValueError(f"float_counts must be never, always or mixed, not {float_counts!r}")
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        self._today = today or _utc_today
+        self._clock = today or _utc_today
+        # Clock-skew tests: the stand-in's "today" (the window it serves, the `date=` 400
+        # rule) is its clock moved by this many days; settable while running.
+        self.clock_offset_days = clock_offset_days
         self.dataset = dataset if dataset is not None else Dataset(anchor=self._today())
         self.host, self.port = host, port
         self.management_key, self.inference_key = management_key, inference_key
@@ -308,6 +312,9 @@ class StandIn:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
+
+    def _today(self) -> date:
+        return self._clock() + timedelta(days=self.clock_offset_days)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -580,6 +587,8 @@ class StandIn:
                 return self._control_faults(json.loads(body or b"{}"))
             if action == ("POST", f"{CONTROL_PREFIX}/revise"):
                 return self._control_revise(params.get("date", ""))
+            if action == ("POST", f"{CONTROL_PREFIX}/clock"):
+                return self._control_clock(json.loads(body or b"{}"))
             if action == ("GET", f"{CONTROL_PREFIX}/requests"):
                 with self._lock:
                     records = [record._asdict() for record in self.requests]
@@ -600,6 +609,13 @@ class StandIn:
         with self._lock:
             queued = len(self._queue)
         return _json_response(200, {"queued": queued, "rate": self._fault_rate})
+
+    def _control_clock(self, spec: Any) -> _Response:
+        offset = spec.get("offset_days") if isinstance(spec, dict) else None
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise ValueError('expected {"offset_days": N}, N a whole number of days')
+        self.clock_offset_days = offset
+        return _json_response(200, {"offset_days": offset, "today": self._today().isoformat()})
 
     def _control_revise(self, text: str) -> _Response:
         day = parse_api_day(text)
