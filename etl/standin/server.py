@@ -459,11 +459,9 @@ class StandIn:
         arrived = time.time()
         fault = self._take_fault(path)
         kind = fault.kind if fault else None
-        self._pause(self.latency)
-        if fault is not None:
-            self._pause(fault.wait)
-        if kind == "reset":
+        if fault is not None and kind == "reset":
             self._record(handler.command, path, params, None, kind, arrived)
+            self._pause(self.latency + fault.wait)
             self._reset(handler)
             return
         if fault is not None and kind in _ERROR_FAULTS:
@@ -476,7 +474,9 @@ class StandIn:
             response = self._route(handler, path, params)
             if kind == "malformed" and response.status == 200:
                 response = _corrupt_response(response)
+        # Recorded on arrival, in arrival order, even when the answer is delayed.
         self._record(handler.command, path, params, response.status, kind, arrived)
+        self._pause(self.latency + (fault.wait if fault is not None else 0.0))
         if fault is not None and kind in ("trickle", "trickle_headers"):
             self._trickle(handler, response, fault.interval, headers_too=kind == "trickle_headers")
         elif kind == "chunked":
