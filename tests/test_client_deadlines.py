@@ -137,6 +137,28 @@ def test_stop_ends_a_request_mid_body(api):
     assert len(activity_log(api)) == 1  # not retried once stopping
 
 
+def test_stop_ends_a_stuck_tls_handshake():
+    """A server that accepts the connection and never answers the TLS hello: a handshake
+    cannot be sliced, so it runs in a helper thread that the stop abandons."""
+    import socket
+    import threading
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)  # the kernel completes the TCP handshake; nobody ever reads
+        stop = threading.Event()
+        client = OpenRouterClient(f"https://127.0.0.1:{silent.getsockname()[1]}/api/v1", KEY, timeout=60, stop=stop)
+        timer = threading.Timer(0.3, stop.set)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(Interrupted):
+            client.activity()
+        took = time.monotonic() - started
+        client.close()
+        timer.cancel()
+    assert took < 10  # not the 60 s timeout
+
+
 # -- retries bounded by time ----------------------------------------------------------------
 
 
