@@ -14,9 +14,9 @@ and friends on stop), which httpx turns into ``httpx.TimeoutException`` and
 ``httpx.TransportError``; the caller tells them apart by its stop event and deadline.
 
 Quirk: httpx has no public hook for a network backend. `install` sets it on the
-connection pools of an ``httpx.Client``'s transports (httpcore's ``_network_backend``,
-there since httpcore 0.14); if a future httpx hides them, it logs a warning and the
-caller's checks between body chunks remain the only bound.
+connection pools of an ``httpx.Client``'s transports (httpcore's private
+``_network_backend``); if a future httpx hides them, it logs a warning and the caller's
+checks between body chunks remain the only bound (tests/test_client_deadlines.py fails).
 """
 
 from __future__ import annotations
