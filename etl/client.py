@@ -11,16 +11,25 @@ What the API does that its contract does not say (see ``shared/reference/api-not
   say ``X-RateLimit-Reset`` in epoch milliseconds); 400, 401, 403 and 404 are final.
 * Rate limits are undocumented, so the caller keeps requests few.
 
-The client retries transient failures with exponential backoff and jitter, bounded in
-attempts and in total time, and returns the raw body with its parsed JSON so that the
-caller can archive exactly what OpenRouter sent.
+The client retries transient failures with exponential backoff and jitter, for as long
+as a time budget allows (``max_retry_seconds``; a count limit only if configured), and
+returns the raw body with its parsed JSON so that the caller can archive exactly what
+OpenRouter sent. ``Retry-After`` (seconds or an HTTP date) is a minimum wait, honoured
+even above ``backoff_max``; one that would outlast the budget fails the request at once.
+
+Each attempt has a total deadline of ``timeout_seconds`` covering connect, headers and
+body (see ``etl.deadline``): a server trickling bytes cannot keep a sync running. The stop
+event (SIGTERM in the daemon) ends a retry wait or a request in flight within a fraction
+of a second.
 """
 
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import logging
+import operator
 import platform
 import random
 import threading
@@ -39,9 +48,11 @@ from tenacity import (
     stop_before_delay,
     stop_when_event_set,
 )
+from tenacity.stop import stop_base
 
 from etl import __version__
 from etl.config import OpenRouterConfig
+from etl.deadline import Guard, install
 from etl.errors import (
     APIError,
     AuthenticationError,
@@ -63,8 +74,8 @@ RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6
-    max_total_seconds: float = 300.0
+    max_attempts: int = 0  # 0: no count limit, the time budget alone ends the retries
+    max_total_seconds: float = 600.0
     initial: float = 0.5
     multiplier: float = 1.5
     max_wait: float = 60.0
@@ -130,8 +141,10 @@ class OpenRouterClient:
         self._stop = stop or threading.Event()
         # Waiting on the stop event instead of sleeping lets a daemon shut down mid-backoff.
         self._sleep = sleep or self._stop.wait
+        self._timeout = timeout
         self._max_bytes = max_response_bytes
         self._key_env = api_key_env
+        self._guard = Guard(self._stop)
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             headers={
@@ -144,6 +157,8 @@ class OpenRouterClient:
             transport=transport,
             follow_redirects=False,
         )
+        if transport is None:
+            install(self._http, self._guard)
 
     @classmethod
     def from_config(cls, cfg: OpenRouterConfig, api_key: str, **kwargs: Any) -> OpenRouterClient:
@@ -202,11 +217,12 @@ class OpenRouterClient:
 
     def get(self, path: str, params: Mapping[str, str]) -> Fetched:
         policy = self._retry
+        stops: list[stop_base] = [stop_before_delay(policy.max_total_seconds), stop_when_event_set(self._stop)]
+        if policy.max_attempts:
+            stops.append(stop_after_attempt(policy.max_attempts))
         retrying = Retrying(
             retry=retry_if_exception_type(_Retryable),
-            stop=stop_after_attempt(policy.max_attempts)
-            | stop_before_delay(policy.max_total_seconds)
-            | stop_when_event_set(self._stop),
+            stop=functools.reduce(operator.or_, stops),
             wait=self._wait,
             sleep=self._sleep,
             before_sleep=self._log_retry,
@@ -221,39 +237,56 @@ class OpenRouterClient:
         except _Retryable as exc:
             if self._stop.is_set():
                 raise Interrupted(f"GET /{path} interrupted while retrying ({exc})") from None
-            n = retrying.statistics.get("attempt_number", policy.max_attempts)
+            n = retrying.statistics.get("attempt_number", 1)
+            elapsed = time.monotonic() - started
             raise TransientAPIError(
-                f"GET /{path} failed after {n} attempt(s) in {time.monotonic() - started:.1f}s; last error: {exc}",
+                f"GET /{path} failed after {n} attempt(s) in {elapsed:.1f}s ({self._why_stopped(exc, n, elapsed)}); last error: {exc}",
                 status=exc.status,
                 api_message=exc.api_message,
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait(self, state: RetryCallState) -> float:
+    def _why_stopped(self, exc: _Retryable, attempts: int, elapsed: float) -> str:
         policy = self._retry
+        if policy.max_attempts and attempts >= policy.max_attempts:
+            return f"openrouter.max_attempts = {policy.max_attempts}"
+        budget = f"the {policy.max_total_seconds:g}s retry budget (openrouter.max_retry_seconds)"
+        if exc.retry_after is not None and elapsed + exc.retry_after >= policy.max_total_seconds:
+            return f"the server asked to wait {exc.retry_after:.1f}s (Retry-After), past {budget}"
+        return f"{budget} is spent"
+
+    def _wait(self, state: RetryCallState) -> float:
+        """The backoff, or the server's Retry-After if longer: it is a minimum, and a
+        ``Retry-After: 0`` must not turn the retries into a tight loop. Above backoff_max
+        too; past the budget, stop_before_delay ends the retries before any sleep."""
         exc = state.outcome.exception() if state.outcome else None
+        backoff = backoff_delay(state.attempt_number, self._retry)
         retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return max(0.0, min(retry_after, policy.max_wait))
-        return backoff_delay(state.attempt_number, policy)
+        return backoff if retry_after is None else max(retry_after, backoff)
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s; retrying in %.1fs (attempt %d of %d)", exc, wait, state.attempt_number + 1, self._retry.max_attempts)
+        policy = self._retry
+        of = f" of {policy.max_attempts}" if policy.max_attempts else ""
+        left = max(0.0, policy.max_total_seconds - (state.seconds_since_start or 0.0) - wait)
+        log.warning("%s; retrying in %.1fs (attempt %d%s; %.0fs of the retry budget left)", exc, wait, state.attempt_number + 1, of, left)
 
     def _attempt(self, path: str, params: dict[str, str]) -> Fetched:
         what = f"GET /{path}" + (f"?{httpx.QueryParams(params)}" if params else "")
+        self._check_stop(what)
         try:
-            with self._http.stream("GET", path, params=params) as response:
+            with self._guard.attempt(self._timeout) as deadline, self._http.stream("GET", path, params=params) as response:
                 if response.status_code != 200:
                     response.read()
                     raise self._status_error(what, response)
-                body = self._read_capped(what, response)
+                body = self._read_capped(what, response, deadline)
                 content_type = response.headers.get("content-type", "")
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"{what}: timed out ({type(exc).__name__})") from None
+            self._check_stop(what)
+            raise _Retryable(self._timed_out(what, exc)) from None
         except httpx.TransportError as exc:
+            self._check_stop(what)
             raise _Retryable(f"{what}: network error: {type(exc).__name__}: {exc or 'connection lost'}") from None
         try:
             document = json.loads(body)
@@ -262,13 +295,25 @@ class OpenRouterClient:
             raise _Retryable(f"{what}: the body is not JSON ({_short(exc)}): {_snippet(body)}") from None
         return Fetched(path, params, 200, content_type, body, document, datetime.now(timezone.utc))
 
-    def _read_capped(self, what: str, response: httpx.Response) -> bytes:
+    def _check_stop(self, what: str) -> None:
+        if self._stop.is_set():
+            raise Interrupted(f"{what}: interrupted: stop requested")
+
+    def _timed_out(self, what: str, exc: Exception | None = None) -> str:
+        kind = f"; {type(exc).__name__}" if exc is not None else ""
+        return f"{what}: no complete answer within {self._timeout:g}s (openrouter.timeout_seconds{kind})"
+
+    def _read_capped(self, what: str, response: httpx.Response, deadline: float) -> bytes:
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self._max_bytes:
             raise InvalidResponseError(f"{what}: response of {int(declared):,} bytes exceeds the {self._max_bytes:,}-byte limit (openrouter.max_response_mb)")
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():
+            # The guard bounds each read; this also holds for a transport without it.
+            self._check_stop(what)
+            if time.monotonic() > deadline:
+                raise _Retryable(self._timed_out(what))
             size += len(chunk)
             if size > self._max_bytes:
                 raise InvalidResponseError(f"{what}: response exceeds the {self._max_bytes:,}-byte limit (openrouter.max_response_mb)")

@@ -39,9 +39,11 @@ def _setting(default: Any, *, ge: float | None = None, gt: float | None = None, 
 class OpenRouterConfig:
     base_url: str = "https://openrouter.ai/api/v1"
     api_key_env: str = field(default="OPENROUTER_API_KEY", metadata={"required": True})
+    # Total time of one attempt: connect, headers and body.
     timeout_seconds: float = _setting(30.0, gt=0)
-    max_attempts: int = _setting(6, ge=1, le=100)
-    max_retry_seconds: float = _setting(300.0, ge=0)
+    # 0: no count limit; retries end when max_retry_seconds is spent.
+    max_attempts: int = _setting(0, ge=0, le=1000)
+    max_retry_seconds: float = _setting(600.0, ge=0)
     backoff_initial: float = _setting(0.5, ge=0)
     backoff_multiplier: float = _setting(1.5, ge=1)
     backoff_max: float = _setting(60.0, ge=0)

@@ -654,6 +654,60 @@ def check_revised_days_not_double_counted() -> CheckRow:
     )
 
 
+# -- issue 9 items 4 and 5: slow answers and fault streaks --------------------------------
+
+# Nine failures in a row, each of a different kind, then a good answer. The timeout is
+# 0.5 s and the stand-in trickles the real 30-day answer at 5 bytes a second: without a total
+# deadline per attempt the first one alone would take hours.
+STREAK = (
+    Fault("trickle", interval=0.2, path="/activity"),
+    Fault("trickle_headers", interval=0.2, path="/activity"),
+    Fault("429", retry_after=0.2, path="/activity"),
+    Fault("502", path="/activity"),
+    Fault("reset", path="/activity"),
+    Fault("not_json", path="/activity"),
+    Fault("truncate", path="/activity"),
+    Fault("slow", delay=3.0, path="/activity"),
+    Fault("503", path="/activity"),
+)
+STREAK_TIMEOUT = 0.5
+
+
+@exactness_check
+def slow_answers_and_fault_streaks() -> CheckRow:
+    """A sync meets trickled answers and a streak of different faults; with the default
+    retry budget (no attempt limit) it must still archive the whole window exactly."""
+    config = f"[openrouter]\ntimeout_seconds = {STREAK_TIMEOUT:g}\nbackoff_initial = 0.02\nbackoff_max = 0.2\n"
+    dataset = Dataset(seed=17)
+    expected = expected_days(dataset)
+    with tempfile.TemporaryDirectory(prefix="streak-") as tmp, StandIn(dataset, management_key=KEY) as api:
+        folder, db = Path(tmp), Path(tmp) / "streak.db"
+        api.inject(*STREAK)
+        started = time.monotonic()
+        proc = cli(folder, db, api, "-q", "sync", config=config)
+        _, err = proc.communicate(timeout=600)
+        seconds = time.monotonic() - started
+        log = [r for r in api.requests if r.path.endswith("/activity")]
+        # How long each trickled attempt lasted: until the next request arrived.
+        trickled = [log[i + 1].at - log[i].at for i in range(len(log) - 1) if log[i].fault in ("trickle", "trickle_headers")]
+        check = check_archive(db, expected)
+        lost = rows_lost(db, expected) if db.exists() else sum(len(rows) for rows in expected.values())
+    served = [r.fault for r in log] == [f.kind for f in STREAK] + [None]
+    ok = proc.returncode == 0 and served and check.ok and check.archived_days == 30 and lost == 0
+    ok = ok and len(trickled) == 2 and max(trickled) < STREAK_TIMEOUT + 2.0
+    result = (
+        f"exit {proc.returncode}; {check.archived_days}/30 days archived on attempt {len(log)} in {seconds:.1f}s; "
+        f"trickled attempts cut after {', '.join(f'{t:.1f}s' for t in trickled) or '-'}"
+    )
+    if proc.returncode != 0:
+        result += f"; `{err.strip().splitlines()[-1][:90] if err.strip() else ''}`"
+    tried = (
+        f"trickled body, trickled headers (timeout_seconds = {STREAK_TIMEOUT:g}), then 429 with Retry-After, 502 page, reset, "
+        "HTML 200, truncated body, slow past the timeout, 503, in a row, default retry budget"
+    )
+    return CheckRow(check="slow answers and a streak of 9 faults (issue 9 items 4, 5)", tried=tried, result=result, rows_lost=lost, ok=ok)
+
+
 # -- the report ---------------------------------------------------------------------------
 
 

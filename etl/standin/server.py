@@ -3,8 +3,8 @@
 `StandIn` runs a `ThreadingHTTPServer` in a daemon thread and answers
 `GET /api/v1/{activity,credits,key,keys}` from a `Dataset`, with the live API's
 quirks (two date formats, counts as doubles, Bearer auth with management keys)
-and injectable faults (HTTP errors, resets, truncated bodies, slow and malformed
-answers) so that clients can be tested against what the real network does.
+and injectable faults (HTTP errors, resets, truncated bodies, slow, trickled, chunked and
+malformed answers) so that clients can be tested against what the real network does.
 
 Out-of-process callers drive it through unauthenticated control endpoints under
 `/_standin/` (faults, revisions, the clock offset, the request log).
@@ -12,8 +12,10 @@ Out-of-process callers drive it through unauthenticated control endpoints under
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import math
 import random
 import selectors
 import socket
@@ -22,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, NamedTuple, Sequence
 from urllib.parse import parse_qs, urlsplit
@@ -46,6 +49,8 @@ API_PREFIX = "/api/v1"
 CONTROL_PREFIX = "/_standin"
 DEFAULT_SLOW_DELAY = 5.0
 RANDOM_SLOW_DELAY = 0.2
+DEFAULT_TRICKLE_INTERVAL = 1.0
+_CHUNK = 64 * 1024
 _MAX_BODY = 1 << 20
 
 # Statuses that the fault injector answers itself: (status, JSON error message), where
@@ -61,7 +66,10 @@ _ERROR_FAULTS: dict[str, tuple[int, str]] = {
     "524": (524, "<edge>"),
     "529": (529, "Provider returned error: overloaded"),
 }
-FAULT_KINDS = frozenset(_ERROR_FAULTS) | {"reset", "truncate", "slow", "malformed", "not_json", "body"}
+# Kinds that answer 200 with `body`, or with the real answer when `body` is empty.
+_STREAMED_FAULTS = frozenset({"trickle", "trickle_headers", "chunked"})
+FAULT_KINDS = frozenset(_ERROR_FAULTS) | {"reset", "truncate", "slow", "malformed", "not_json", "body"} | _STREAMED_FAULTS
+RETRY_AFTER_STYLES = ("seconds", "http-date")
 
 _EDGE_PAGES = {
     502: "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -85,6 +93,13 @@ class Fault:
     whole point; 0 means 5 s). `path`: only requests whose path ends with it are
     affected, e.g. "/activity"; others pass through and leave the fault queued.
     Kind "body" answers 200 with exactly `body` (hostile-input tests).
+
+    Streamed kinds answer with `body`, or with the real answer when `body` is empty:
+    "trickle" sends the headers at once, then the body one byte every `interval`
+    seconds; "trickle_headers" trickles the status line and headers too; "chunked"
+    sends the body with `Transfer-Encoding: chunked` and no `Content-Length`.
+    `retry_after_style` "http-date" sends a 429's or 503's `Retry-After` as an HTTP
+    date (rounded up to the second) instead of seconds.
     """
 
     kind: str
@@ -92,10 +107,16 @@ class Fault:
     delay: float = 0.0
     path: str | None = None
     body: bytes = b""
+    interval: float = DEFAULT_TRICKLE_INTERVAL
+    retry_after_style: str = "seconds"
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        if self.retry_after_style not in RETRY_AFTER_STYLES:
+            raise ValueError(f"retry_after_style must be one of {RETRY_AFTER_STYLES}, not {self.retry_after_style!r}")
+        if not self.interval >= 0:
+            raise ValueError("interval must be at least 0")
 
     def applies_to(self, path: str) -> bool:
         return self.path is None or path.endswith(self.path)
@@ -126,6 +147,7 @@ class RequestRecord(NamedTuple):
     params: dict[str, str]
     status: int | None  # None when the connection was reset instead of answered
     fault: str | None
+    at: float = 0.0  # time.time() when the request arrived, before any latency or fault delay
 
 
 @dataclass
@@ -155,7 +177,10 @@ def _fault_response(fault: Fault) -> _Response:
         return _Response(status, _EDGE_PAGES[status].encode(), content_type="text/html")
     headers: dict[str, str] = {}
     if fault.retry_after is not None and status in (429, 503):
-        headers["Retry-After"] = _format_seconds(fault.retry_after)
+        if fault.retry_after_style == "http-date":
+            headers["Retry-After"] = email.utils.formatdate(math.ceil(time.time() + fault.retry_after), usegmt=True)
+        else:
+            headers["Retry-After"] = _format_seconds(fault.retry_after)
     if status == 429:
         reset_in = fault.retry_after if fault.retry_after is not None else 1.0
         headers["X-RateLimit-Limit"] = "20"
@@ -170,7 +195,7 @@ def _coerce_fault(spec: str | Fault | dict[str, Any], *, random_pick: bool = Fal
     if isinstance(spec, str):
         # A bare "slow" among random kinds must not stall a test suite for 5 s.
         return Fault(spec, delay=RANDOM_SLOW_DELAY) if random_pick and spec == "slow" else Fault(spec)
-    allowed = {"kind", "retry_after", "delay", "path"}
+    allowed = {"kind", "retry_after", "delay", "path", "interval", "retry_after_style"}
     unknown = set(spec) - allowed
     if unknown:
         raise ValueError(f"unknown fault fields: {sorted(unknown)}")
@@ -204,6 +229,15 @@ def _corrupt_response(response: _Response) -> _Response:
     else:
         payload["data"] = None
     return _json_response(response.status, payload, response.headers)
+
+
+def _head(response: _Response, framing: dict[str, str]) -> bytes:
+    """Status line and headers, built by hand for the answers that stream themselves."""
+    phrase = HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
+    lines = [f"HTTP/1.1 {response.status} {phrase}", "Server: cloudflare",
+             f"Date: {email.utils.formatdate(usegmt=True)}", f"Content-Type: {response.content_type}"]
+    lines += [f"{name}: {value}" for name, value in {**framing, **response.headers}.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def _utc_today() -> date:
@@ -429,35 +463,41 @@ class StandIn:
         return handler.rfile.read(min(length, _MAX_BODY)) if length > 0 else b""
 
     def _serve_api(self, handler: _Handler, path: str, params: dict[str, str]) -> None:
+        arrived = time.time()
         fault = self._take_fault(path)
         kind = fault.kind if fault else None
-        self._pause(self.latency)
-        if fault is not None:
-            self._pause(fault.wait)
-        if kind == "reset":
-            self._record(handler.command, path, params, None, kind)
+        if fault is not None and kind == "reset":
+            self._record(handler.command, path, params, None, kind, arrived)
+            self._pause(self.latency + fault.wait)
             self._reset(handler)
             return
         if fault is not None and kind in _ERROR_FAULTS:
             response = _fault_response(fault)
         elif kind == "not_json":
             response = _Response(200, b"<html>oops</html>")
-        elif kind == "body" and fault is not None:
+        elif fault is not None and (kind == "body" or (kind in _STREAMED_FAULTS and fault.body)):
             response = _Response(200, fault.body)
         else:
             response = self._route(handler, path, params)
             if kind == "malformed" and response.status == 200:
                 response = _corrupt_response(response)
-        self._record(handler.command, path, params, response.status, kind)
-        self._send(handler, response, truncate=kind == "truncate")
+        # Recorded on arrival, in arrival order, even when the answer is delayed.
+        self._record(handler.command, path, params, response.status, kind, arrived)
+        self._pause(self.latency + (fault.wait if fault is not None else 0.0))
+        if fault is not None and kind in ("trickle", "trickle_headers"):
+            self._trickle(handler, response, fault.interval, headers_too=kind == "trickle_headers")
+        elif kind == "chunked":
+            self._send_chunked(handler, response)
+        else:
+            self._send(handler, response, truncate=kind == "truncate")
 
     def _pause(self, seconds: float) -> None:
         if seconds > 0:
             self._stopping.wait(seconds)
 
-    def _record(self, method: str, path: str, params: dict[str, str], status: int | None, fault: str | None) -> None:
+    def _record(self, method: str, path: str, params: dict[str, str], status: int | None, fault: str | None, at: float) -> None:
         with self._lock:
-            self.requests.append(RequestRecord(method, path, dict(params), status, fault))
+            self.requests.append(RequestRecord(method, path, dict(params), status, fault, at))
 
     @staticmethod
     def _send(handler: _Handler, response: _Response, *, truncate: bool = False) -> None:
@@ -472,6 +512,30 @@ class StandIn:
         handler.wfile.flush()
         if truncate:
             handler.close_connection = True
+
+    def _trickle(self, handler: _Handler, response: _Response, interval: float, *, headers_too: bool) -> None:
+        """Send one byte every `interval` seconds: a server that is slow but never idle
+        for long, which a per-read timeout alone never notices."""
+        handler.close_connection = True  # the client may give up mid-answer
+        head = _head(response, {"Content-Length": str(len(response.body))})
+        if not headers_too:
+            handler.wfile.write(head)
+            head = b""
+        data = head + response.body
+        for index in range(len(data)):
+            if index and self._stopping.wait(interval):
+                return
+            handler.wfile.write(data[index : index + 1])
+
+    @staticmethod
+    def _send_chunked(handler: _Handler, response: _Response) -> None:
+        """The body in chunks and no Content-Length: its size is known only once read."""
+        handler.wfile.write(_head(response, {"Transfer-Encoding": "chunked"}))
+        for start in range(0, len(response.body), _CHUNK):
+            piece = response.body[start : start + _CHUNK]
+            handler.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
 
     @staticmethod
     def _reset(handler: _Handler) -> None:
