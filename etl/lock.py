@@ -159,8 +159,10 @@ def writer_lock(warehouse_url: str, timeout: float, command: str | None = None) 
 
 def writer_active(warehouse_url: str) -> bool:
     """Whether a writer holds the lock right now; creates nothing (for readers such as status)."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # no flock here: filelock fell back to another kind of lock
+        return False
     try:
         fd = os.open(lock_path(warehouse_url), os.O_RDONLY)
     except OSError:  # no lock file: no writer has ever run here
