@@ -190,25 +190,21 @@ class Daemon:
     def _open_warehouse(self) -> None:
         """Under the writer lock: open (create, migrate) the file now at the configured path."""
         path = sqlite_path(self.engine)
-        found = file_identity(path) if path is not None else None
-        changed = path is not None and self.identity is not None and found != self.identity
-        before, after = migrate.upgrade(self.engine)
-        if path is None:
-            return
-        self.identity = file_identity(path)
-        self.sidecars = {suffix: file_identity(_sidecar(path, suffix)) for suffix in ("-wal", "-shm")}
-        if changed:
+        if path is not None and self.identity is not None and (found := file_identity(path)) != self.identity:
             what = "was removed" if found is None else "was replaced (another file now sits at that path)"
-            if before is None:
-                state = f"a new warehouse, created at revision {after}"
-            elif before != after:
-                state = f"migrated from revision {before} to {after}"
-            else:
-                state = f"at revision {after}"
             log.warning(
-                "the warehouse file %s %s since the daemon last wrote to it; writing into the file now at that path (%s)",
-                path, what, state, extra={"event": "warehouse_reopened", "path": str(path), "change": "removed" if found is None else "replaced"},
+                "the warehouse file %s %s since the daemon last wrote to it; writing into the file now at that path%s",
+                path, what, ", a new warehouse" if found is None else "",
+                extra={"event": "warehouse_reopened", "path": str(path), "change": "removed" if found is None else "replaced"},
             )
+        try:
+            migrate.upgrade(self.engine)  # logs it when it creates or migrates
+        except BaseException:
+            self.engine.dispose()  # hold nothing between jobs, even after a failure
+            raise
+        if path is not None:
+            self.identity = file_identity(path)
+            self.sidecars = {suffix: file_identity(_sidecar(path, suffix)) for suffix in ("-wal", "-shm")}
 
     def _close_warehouse(self) -> bool:
         """Close the file (SQLite then folds and removes its -wal); False if it left the path meanwhile."""

@@ -202,6 +202,9 @@ def test_a_waiting_writer_says_whose_lock_it_waits_for(warehouse_url, tmp_path):
             wait_for(lambda: db.exists() and "sync_runs" in tables(db) and raw(db, "SELECT count(*) FROM sync_runs")[0][0] == 1)
             waiter = cli_process(["sync"], env, tmp_path)
             _out, err = waiter.communicate(timeout=60)
+            reader = cli_process(["status", "--json"], env, tmp_path)
+            out, _ = reader.communicate(timeout=60)
+            assert json.loads(out)["last_run"]["outcome"] == "running"  # live: its writer holds the lock
         finally:
             holder.kill()
             holder.wait()
