@@ -320,3 +320,34 @@ def test_demo_refuses_anything_but_a_demo_warehouse(setup, tmp_path, run, cli_en
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "demo" in result.stderr
     assert rr.file_digest(db) == before
+
+
+def test_a_run_whose_end_could_not_be_written_is_closed_by_the_next_run(api, tmp_path):
+    from datetime import timedelta
+
+    from etl.client import OpenRouterClient
+    from etl.config import parse_config
+    from etl.sync import run_sync
+    from etl.window import utc_today
+
+    db = tmp_path / "w.db"
+    engine = open_engine(f"sqlite:///{db}")
+    migrate.upgrade(engine)
+    config = parse_config({"openrouter": {"base_url": api.base_url, "max_attempts": 1}}, "test")
+    days = [utc_today() - timedelta(days=1)]
+
+    def fail_finish(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        if statement.startswith("UPDATE sync_runs SET finished_at"):  # the database fails at the end
+            raise sqlite3.OperationalError("disk I/O error")
+
+    with OpenRouterClient.from_config(config.openrouter, KEY) as client:
+        event.listen(engine, "before_cursor_execute", fail_finish)
+        first = run_sync(engine, client, days, trigger="test")
+        event.remove(engine, "before_cursor_execute", fail_finish)
+        assert raw(db, "SELECT outcome FROM sync_runs") == [("running",)]
+        second = run_sync(engine, client, days, trigger="test")
+    engine.dispose()
+    assert first.ok and second.ok
+    rows = raw(db, "SELECT id, outcome, error FROM sync_runs ORDER BY id")
+    assert rows[0][1] == "interrupted" and "abandoned" in rows[0][2]
+    assert rows[1][1] == "ok"
