@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -34,6 +36,7 @@ class App:
     debug: bool = False
     verbose: int = 0
     log_format: str = "text"
+    _locks_held: int = field(default=0, init=False, repr=False)
 
     @cached_property
     def config(self) -> Config:
@@ -41,19 +44,35 @@ class App:
 
         return load_config(self.config_path)
 
-    def engine(self, migrate: bool = True) -> Engine:
+    def engine(self, migrate: bool = True, *, read_only: bool = False) -> Engine:
+        """The warehouse: created and migrated (under the writer lock only), or opened to read.
+
+        ``read_only`` never creates a folder or a file and cannot write.
+        """
         from etl import migrate as migrations
         from etl.db import open_engine
 
+        if read_only:
+            return open_engine(self.config.warehouse_url, self.config.warehouse.busy_timeout_seconds, read_only=True)
+        if migrate and not self._locks_held:
+            # Two processes migrating at once, or a migration beside a running sync, is
+            # how a warehouse gets damaged: every migrating command takes the lock first.
+            raise RuntimeError("bug: migrating the warehouse without holding the writer lock")
         engine = open_engine(self.config.warehouse_url, self.config.warehouse.busy_timeout_seconds)
         if migrate:
             migrations.upgrade(engine)
         return engine
 
-    def writer_lock(self) -> Any:
+    @contextmanager
+    def writer_lock(self) -> Iterator[Path]:
         from etl.lock import writer_lock
 
-        return writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds)
+        with writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds) as path:
+            self._locks_held += 1
+            try:
+                yield path
+            finally:
+                self._locks_held -= 1
 
     def client(self, api_key: str | None = None, stop: Any = None) -> OpenRouterClient:
         from etl.client import MANAGEMENT_KEYS_URL, OpenRouterClient
@@ -126,12 +145,14 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
 
 def _run_and_report(
     app: App, trigger: str, plan: Callable[[Engine, Any], list[Any]], api_key: str | None = None,
-    subject_plan: Callable[[set[str]], list[Any]] | None = None,
+    subject_plan: Callable[[set[str]], list[Any]] | None = None, guard: Callable[[], None] | None = None,
 ) -> SyncReport:
     from etl.render import DayPrinter, describe_report
     from etl.sync import run_sync
 
     with app.writer_lock():
+        if guard is not None:  # checked under the lock, before anything is migrated
+            guard()
         engine = app.engine()
         with app.client(api_key) as client:
             days = plan(engine, app.config)
@@ -193,17 +214,18 @@ def credits(app: App) -> None:
     from etl.errors import InvalidResponseError
     from etl.render import usd
 
-    engine = app.engine()
-    with app.client() as client:
+    with app.client() as client, app.writer_lock():
+        engine = app.engine()
         fetched = client.credits()
-    data = fetched.document.get("data") if isinstance(fetched.document, dict) else None
-    try:
-        total, used = float(data["total_credits"]), float(data["total_usage"])  # type: ignore[index]
-    except (TypeError, KeyError, ValueError):
-        raise InvalidResponseError(f"GET /credits: unexpected body: {fetched.body[:120]!r}") from None
-    with engine.begin() as conn:
-        raw_id = warehouse.store_raw(conn, fetched, None)
-        warehouse.save_credits(conn, total, used, fetched.fetched_at, raw_id)
+        data = fetched.document.get("data") if isinstance(fetched.document, dict) else None
+        try:
+            total, used = float(data["total_credits"]), float(data["total_usage"])  # type: ignore[index]
+        except (TypeError, KeyError, ValueError):
+            raise InvalidResponseError(f"GET /credits: unexpected body: {fetched.body[:120]!r}") from None
+        with engine.begin() as conn:
+            raw_id = warehouse.store_raw(conn, fetched, None)
+            warehouse.save_credits(conn, total, used, fetched.fetched_at, raw_id)
+        engine.dispose()
     click.echo(f"purchased  {usd(total)}\nused       {usd(used)}\nremaining  {usd(total - used)}")
 
 
@@ -222,7 +244,7 @@ def status(app: App, as_json: bool, check: bool) -> None:
     from etl.status import read_status
     from etl.window import utc_today
 
-    report = read_status(app.engine(migrate=False), utc_today(), app.config.health, check_integrity=check)
+    report = read_status(app.engine(read_only=True), utc_today(), app.config.health, check_integrity=check)
     if as_json:
         click.echo(json.dumps({**report.as_dict(), "healthy": report.healthy}, indent=2))
     else:
@@ -274,15 +296,17 @@ def demo(app: App, db_path: str | None) -> None:
     if db_path is None:
         tmp = tempfile.TemporaryDirectory(prefix="openrouter-archive-demo-")
         db_path = str(Path(tmp.name) / "demo.db")
+    target = Path(db_path).expanduser().resolve()
+    _refuse_unless_demo(target)  # before taking a lock beside someone's archive
     key = "sk-or-v1-demo-" + secrets.token_hex(16)
     try:
         with StandIn(management_key=key) as api:
-            app.config = apply_env_overrides(
-                app.config, {BASE_URL_ENV: api.base_url, DB_ENV: f"sqlite:///{Path(db_path).resolve()}"}
-            )
+            app.config = apply_env_overrides(app.config, {BASE_URL_ENV: api.base_url, DB_ENV: f"sqlite:///{target}"})
             click.echo(f"Demo: a simulated OpenRouter account at {api.base_url}, warehouse {db_path}\n")
-            report = _run_and_report(app, "demo", lambda _e, _c: plan_backfill(utc_today()), api_key=key)
-        engine = app.engine(migrate=False)
+            report = _run_and_report(
+                app, "demo", lambda _e, _c: plan_backfill(utc_today()), api_key=key, guard=lambda: _refuse_unless_demo(target)
+            )
+        engine = app.engine(read_only=True)
         click.echo("")
         click.echo("\n".join(status_lines(read_status(engine, utc_today()))))
         click.echo("")
@@ -297,6 +321,47 @@ def demo(app: App, db_path: str | None) -> None:
             tmp.cleanup()
     if not report.ok:
         sys.exit(1)
+
+
+def _refuse_unless_demo(path: Path) -> None:
+    """`demo` writes simulated data: only into a new file or a warehouse only demos wrote."""
+    from sqlalchemy import func, inspect, select, table
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from etl.db import open_engine
+    from etl.schema import metadata, sync_runs
+
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return
+
+    def refuse(why: str) -> BadArgument:
+        return BadArgument(f"refused: {path} {why}; `demo --db` writes simulated data, so only into a new file "
+                           "or an earlier demo warehouse: give it another path")
+
+    if not path.is_file():
+        raise refuse("is not a file")
+    engine = open_engine(f"sqlite:///{path}", read_only=True)
+    try:
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
+            foreign = sorted(tables - set(metadata.tables))
+            if foreign:
+                raise refuse(f"holds tables openrouter-archive does not make ({', '.join(foreign[:3])})")
+            demo_runs = other_runs = 0
+            if "sync_runs" in tables:
+                is_demo = sync_runs.c.trigger == "demo"
+                demo_runs = conn.execute(select(func.count()).where(is_demo)).scalar_one()
+                other_runs = conn.execute(select(func.count()).where(~is_demo)).scalar_one()
+            if other_runs:
+                raise refuse(f"is a real archive ({other_runs} run(s) of sync, backfill or the daemon)")
+            holding = sorted(t for t in tables - {"sync_runs"} if conn.execute(select(1).select_from(table(t)).limit(1)).first())
+            if "credits_snapshots" in holding or (holding and not demo_runs):
+                raise refuse(f"holds data no demo run wrote ({', '.join(holding[:3])})")
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).split("\n")[0]
+        raise refuse(f"is not a warehouse ({reason})") from None
+    finally:
+        engine.dispose()
 
 
 @cli.command()
@@ -326,11 +391,12 @@ def run(app: App, interval_seconds: float | None) -> None:
 
         trigger = IntervalTrigger(seconds=interval_seconds)
     stop = threading.Event()
-    engine = app.engine()
     with app.client(stop=stop) as client:
+        with app.writer_lock():  # the first migration; then the daemon locks each job
+            engine = app.engine()
         daemon = Daemon.build(app.config, engine, client, stop, sync_trigger=trigger)
         daemon.run_forever()
-    engine.dispose()
+    daemon.engine.dispose()  # the daemon may have reopened it
 
 
 class BadArgument(ArchiveError):
@@ -342,11 +408,18 @@ class BadArgument(ArchiveError):
 def _readable_engine(app: App) -> Engine:
     """The warehouse for reading; never creates or migrates it."""
     from etl import migrate
+    from etl.db import sqlite_path
     from etl.errors import WarehouseError
 
-    engine = app.engine(migrate=False)
-    if migrate.current_revision(engine) is None:
-        raise WarehouseError(f"no archive at {app.config.warehouse_url} yet: run `openrouter-archive sync` first")
+    engine = app.engine(read_only=True)
+    path = sqlite_path(engine)
+    missing = WarehouseError(f"no archive at {app.config.warehouse_url} yet: run `openrouter-archive sync` first")
+    if path is not None and not path.is_file():
+        raise missing
+    revision = migrate.current_revision(engine)
+    if revision is None:
+        raise missing
+    migrate.ensure_known(revision)
     return engine
 
 

@@ -9,6 +9,18 @@ missed and failed runs. A failed sync is retried after ``retry_delay_seconds``, 
 
 SIGTERM and SIGINT set a stop event: the running sync finishes the day it is writing
 (each day is one transaction), skips the rest, and the process exits 0.
+
+The warehouse file: every job runs under the writer lock, opens the SQLite file at the
+configured path (creating and migrating it if need be) and closes it at the end, so that
+between jobs the daemon holds no descriptor, and no -wal or -shm file, that a file removed
+or replaced in the meantime (``rm``, ``mv`` over it, a restored backup) could be confused
+with. Each job compares the file's device and inode with those recorded at the end of the
+previous one and logs a WARNING naming what happened; it then writes into the file at the
+path. Reopening, rather than stopping, is deliberate: a daemon that stopped would miss
+days unattended, while a new file at the path refetches the whole API window at once.
+A file replaced *during* a sync got that sync's writes: the old file is checkpointed and
+closed, its -wal and -shm (identified by inode) are removed from the path so the new file
+cannot adopt them, and the sync runs again at once into the new file.
 """
 
 from __future__ import annotations
@@ -17,8 +29,9 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
@@ -28,10 +41,10 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Engine
 
-from etl import warehouse
+from etl import migrate, warehouse
 from etl.client import OpenRouterClient
 from etl.config import Config
-from etl.db import describe_failure, is_operational_failure
+from etl.db import describe_failure, file_identity, is_operational_failure, run_outside_transaction, sqlite_path
 from etl.errors import ArchiveError, ConfigError
 from etl.lock import writer_lock
 from etl.sync import SyncReport, pending_days, run_sync, sync_subject_plan
@@ -67,6 +80,10 @@ class Daemon:
     credits_trigger: BaseTrigger | None = None
     on_report: Callable[[SyncReport], None] = lambda _: None
     failures_in_a_row: int = 0
+    # (device, inode) of the SQLite file at the end of the last job (None: not opened yet),
+    # and of its -wal and -shm files while a job has it open.
+    identity: tuple[int, int] | None = None
+    sidecars: dict[str, tuple[int, int] | None] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -94,6 +111,10 @@ class Daemon:
             sync_trigger or cron_trigger(schedule.sync_cron, "sync_cron", config.source),
             cron_trigger(schedule.credits_cron, "credits_cron", config.source) if schedule.credits_cron.strip() else None,
         )
+        path = sqlite_path(engine)
+        if path is not None:
+            daemon.identity = file_identity(path)
+            engine.dispose()  # jobs open the file; between them the daemon holds nothing
         scheduler.add_listener(daemon._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_EXECUTED)
         # next_run_time=now: the catch-up run at start, then the trigger's schedule.
         scheduler.add_job(daemon.sync_job, daemon.sync_trigger, id=SYNC_JOB, name="sync", next_run_time=_now())
@@ -106,13 +127,24 @@ class Daemon:
     def sync_job(self) -> SyncReport:
         if self.stop.is_set():
             raise SyncFailed("not started: stopping")
-        with writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds):
-            today, settings = utc_today(), self.config.sync
-            days = pending_days(self.engine, today, settings.refetch_days)
-            report = run_sync(
-                self.engine, self.client, days, trigger="daemon", stop=self.stop,
-                settings=settings, subject_plan=sync_subject_plan(today, settings.refetch_days),
-            )
+        with self._lock():
+            for _attempt in range(2):
+                self._open_warehouse()
+                try:
+                    today, settings = utc_today(), self.config.sync
+                    days = pending_days(self.engine, today, settings.refetch_days)
+                    report = run_sync(
+                        self.engine, self.client, days, trigger="daemon", stop=self.stop,
+                        settings=settings, subject_plan=sync_subject_plan(today, settings.refetch_days),
+                    )
+                finally:
+                    still_there = self._close_warehouse()
+                if still_there or self.stop.is_set():
+                    break
+                log.warning(
+                    "the warehouse file %s changed during the sync, whose writes went to the old file; syncing again "
+                    "into the file now at that path", sqlite_path(self.engine), extra={"event": "warehouse_changed_during_sync"},
+                )
         self.on_report(report)
         fields = {
             "event": "sync",
@@ -143,10 +175,64 @@ class Daemon:
     def credits_job(self) -> None:
         fetched = self.client.credits()
         data = fetched.document.get("data", {}) if isinstance(fetched.document, dict) else {}
-        with self.engine.begin() as conn:
-            raw_id = warehouse.store_raw(conn, fetched, None)
-            warehouse.save_credits(conn, float(data["total_credits"]), float(data["total_usage"]), fetched.fetched_at, raw_id)
+        with self._lock():
+            self._open_warehouse()
+            try:
+                with self.engine.begin() as conn:
+                    raw_id = warehouse.store_raw(conn, fetched, None)
+                    warehouse.save_credits(conn, float(data["total_credits"]), float(data["total_usage"]), fetched.fetched_at, raw_id)
+            finally:
+                self._close_warehouse()
         log.info("credits snapshot: %.2f purchased, %.2f used", data["total_credits"], data["total_usage"], extra={"event": "credits"})
+
+    # -- the warehouse file ------------------------------------------------------------------
+
+    def _lock(self) -> Any:
+        return writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds)
+
+    def _open_warehouse(self) -> None:
+        """Under the writer lock: open (create, migrate) the file now at the configured path."""
+        path = sqlite_path(self.engine)
+        if path is not None and self.identity is not None and (found := file_identity(path)) != self.identity:
+            what = "was removed" if found is None else "was replaced (another file now sits at that path)"
+            log.warning(
+                "the warehouse file %s %s since the daemon last wrote to it; writing into the file now at that path%s",
+                path, what, ", a new warehouse" if found is None else "",
+                extra={"event": "warehouse_reopened", "path": str(path), "change": "removed" if found is None else "replaced"},
+            )
+        try:
+            migrate.upgrade(self.engine)  # logs it when it creates or migrates
+        except BaseException:
+            self.engine.dispose()  # hold nothing between jobs, even after a failure
+            raise
+        if path is not None:
+            self.identity = file_identity(path)
+            self.sidecars = {suffix: file_identity(_sidecar(path, suffix)) for suffix in ("-wal", "-shm")}
+
+    def _close_warehouse(self) -> bool:
+        """Close the file (SQLite then folds and removes its -wal); False if it left the path meanwhile."""
+        path = sqlite_path(self.engine)
+        if path is None:
+            return True
+        if file_identity(path) == self.identity:
+            self.engine.dispose()
+            return True
+        # The pooled connections still point at the old file: fold its WAL into it (it may
+        # live on under another name), close it, and take its -wal and -shm off the path,
+        # where SQLite would otherwise read them as the new file's.
+        pool = self.engine.pool
+        if getattr(pool, "checkedin", lambda: 0)() > 0:  # a new connection would open the new file
+            try:
+                with self.engine.connect() as conn:
+                    run_outside_transaction(conn, "PRAGMA wal_checkpoint(TRUNCATE)")
+            except Exception as exc:  # best effort: the old file is no longer the warehouse
+                log.debug("checkpoint of the replaced warehouse file failed: %s", exc)
+        self.engine.dispose()
+        for suffix, identity in self.sidecars.items():
+            side = _sidecar(path, suffix)
+            if identity is not None and file_identity(side) == identity:
+                side.unlink(missing_ok=True)
+        return False
 
     # -- events ----------------------------------------------------------------------------
 
@@ -222,6 +308,10 @@ class Daemon:
         )
         self.scheduler.start()
         log.info("daemon stopped", extra={"event": "stopped"})
+
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
 
 
 def _now() -> datetime:

@@ -3,16 +3,27 @@
 Everything SQLite-specific lives here (connection pragmas, the upsert construct, the ISO
 week expression, read-only connections), so the rest of the code is plain SQLAlchemy Core
 and runs on PostgreSQL unchanged.
+
+Transactions on SQLite: Python's sqlite3 driver, left to itself, emits BEGIN only before
+INSERT, UPDATE and DELETE, so a CREATE TABLE runs (and commits) on its own and a
+migration is not atomic. The engine therefore takes over BEGIN, as SQLAlchemy documents:
+the driver is put in autocommit mode on connect and the ``begin`` event emits BEGIN
+itself (``BEGIN IMMEDIATE`` for a connection with the ``sqlite_begin="IMMEDIATE"``
+execution option). Pragmas that cannot run inside a transaction (journal_mode,
+foreign_keys) run on connect, before any BEGIN.
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import String, Table, create_engine, event
+from sqlalchemy import Connection, String, Table, create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.compiler import compiles
@@ -24,9 +35,12 @@ from etl.errors import WarehouseError
 BUSY_TIMEOUT_MS = 30_000
 
 
-def open_engine(url: str, busy_timeout_seconds: float = BUSY_TIMEOUT_MS / 1000) -> Engine:
-    """An engine for the warehouse URL; a SQLite file's folder is created if needed.
+def open_engine(url: str, busy_timeout_seconds: float = BUSY_TIMEOUT_MS / 1000, *, read_only: bool = False) -> Engine:
+    """An engine for the warehouse URL.
 
+    For writing (the default), a SQLite file and its folder are created if needed. With
+    ``read_only``, nothing is ever created: a missing file fails to connect (callers check
+    first to say so nicely) and connections refuse to write (``query_only``).
     ``busy_timeout_seconds``: how long a statement waits for another process's lock on a
     SQLite file before it fails with "database is locked".
     """
@@ -35,21 +49,42 @@ def open_engine(url: str, busy_timeout_seconds: float = BUSY_TIMEOUT_MS / 1000) 
     except ArgumentError:
         raise WarehouseError(f"not a valid warehouse URL: {url!r}") from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        file = _sqlite_file(parsed.database)
+        if file is not None and not read_only:
             try:
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise WarehouseError(f"cannot create the warehouse folder for {parsed.database}: {exc.strerror}") from None
-        engine = create_engine(parsed, connect_args={"timeout": busy_timeout_seconds})
-        event.listen(engine, "connect", _sqlite_on_connect)
+        if read_only and file is not None:
+            # mode=rw opens an existing file only; unlike mode=ro, the last connection to
+            # close still tidies the -wal and -shm files away.
+            uri = f"file:{quote(str(file.resolve()))}?mode=rw"
+            engine = create_engine(
+                parsed, creator=lambda: sqlite3.connect(uri, uri=True, timeout=busy_timeout_seconds, check_same_thread=False)
+            )
+        else:
+            engine = create_engine(parsed, connect_args={"timeout": busy_timeout_seconds})
+        event.listen(engine, "connect", _sqlite_on_connect_read_only if read_only else _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     try:
-        return create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_pre_ping=True)
     except Exception as exc:  # e.g. a driver that is not installed
         raise WarehouseError(f"cannot open warehouse {parsed.render_as_string(hide_password=True)}: {exc}") from None
+    if read_only:
+        engine = engine.execution_options(postgresql_readonly=True)
+    return engine
+
+
+def _sqlite_file(database: str | None) -> Path | None:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level: _sqlite_begin emits every BEGIN (see the docstring).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets readers (status, reports, SQL) run while a sync writes; FULL sync because
     # this file is often the only copy left of data OpenRouter has already deleted.
@@ -57,6 +92,38 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_on_connect_read_only(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock at once (waiting busy_timeout for it), so a
+    # transaction that reads and then writes, like a migration, cannot fail half-way
+    # because another connection wrote in between.
+    mode = conn.get_execution_options().get("sqlite_begin", "")
+    conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def run_outside_transaction(conn: Connection, statement: str) -> None:
+    """Run a pragma that SQLite ignores inside a transaction (foreign_keys) on ``conn``."""
+    if conn.in_transaction():
+        raise RuntimeError(f"{statement!r} must run outside a transaction")
+    conn.connection.dbapi_connection.execute(statement)  # type: ignore[union-attr]
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, or None when there is none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 # What a database failure means for the person running the tool, by the driver's own words
@@ -141,10 +208,7 @@ def sqlite_path(engine: Engine) -> Path | None:
     """The file behind a SQLite engine, or None (another engine, or in memory)."""
     if engine.dialect.name != "sqlite":
         return None
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database).expanduser()
+    return _sqlite_file(engine.url.database)
 
 
 class iso_week(FunctionElement[str]):
@@ -189,8 +253,6 @@ class ReadOnlyViolation(WarehouseError):
 
 
 def _read_only_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
-    import sqlite3
-
     if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE):
         return sqlite3.SQLITE_OK
     if action == sqlite3.SQLITE_PRAGMA and arg1 in _READ_PRAGMAS and (arg2 is None or arg1 in _PRAGMAS_WITH_ARGUMENT):
@@ -218,9 +280,6 @@ def run_read_only(url: str, statement: str) -> tuple[list[str], list[tuple[Any, 
 
 
 def _sqlite_read_only(database: str, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    import sqlite3
-    from urllib.parse import quote
-
     path = Path(database).expanduser()
     if not database or database == ":memory:" or not path.is_file():
         raise WarehouseError(f"no archive at {path}: run `openrouter-archive sync` first")

@@ -5,21 +5,35 @@ or, for other URLs, in the user data folder under a name derived from the URL. T
 kernel drops a ``flock`` when its holder dies, even by SIGKILL, so a crashed sync never
 leaves the archive locked. Readers (status, reports, SQL) never take it: SQLite's WAL
 lets them read while the writer writes.
+
+Who holds the lock (pid, host, command, since when) is written, once the lock is taken,
+to a sidecar file ``<lock>.info``: filelock truncates the lock file itself when it opens
+it, so the lock file cannot carry it. A waiting writer reads it to say whom it waits for.
+The holder removes it before releasing; one left by a killed holder is overwritten by the
+next, and a waiter that finds its pid gone on this host says so.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
+import socket
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import platformdirs
-from filelock import FileLock, Timeout
 from sqlalchemy.engine import make_url
 
 from etl.config import APP_NAME
 from etl.errors import ArchiveError, WarehouseError
+
+log = logging.getLogger(__name__)
 
 
 class LockTimeout(ArchiveError):
@@ -38,21 +52,127 @@ def lock_path(warehouse_url: str) -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME)) / f"warehouse-{digest}.lock"
 
 
+def info_path(lock: Path) -> Path:
+    return lock.with_name(lock.name + ".info")
+
+
+def _this_command() -> str:
+    from etl.logs import redact
+
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if name in ("__main__.py", "-c", "-m"):
+        name = "openrouter-archive" if name == "__main__.py" else "python"
+    return redact(" ".join([name, *sys.argv[1:]]))[:200]
+
+
+def read_holder(lock: Path) -> dict[str, Any] | None:
+    """What the sidecar says about the current holder, or None when there is nothing to read."""
+    try:
+        info = json.loads(info_path(lock).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def describe_holder(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "holder unknown"
+    pid, host = info.get("pid"), info.get("host")
+    text = f"pid {pid} on {host}, `{info.get('command', '?')}`, since {info.get('since', '?')}"
+    if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+        text += " (that process has exited; the lock changes hands now)"
+    return text
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _write_info(lock: Path, command: str | None) -> dict[str, Any]:
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command or _this_command(),
+        "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    target = info_path(lock)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(info) + "\n")
+        os.replace(tmp, target)
+    except OSError as exc:  # only a courtesy to waiters: never a reason to fail the writer
+        log.debug("could not write %s: %s", target, exc)
+        with suppress(OSError):
+            tmp.unlink()
+    return info
+
+
+def _remove_info(lock: Path) -> None:
+    info = read_holder(lock)
+    if info is not None and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
+        with suppress(OSError):
+            info_path(lock).unlink()
+
+
 @contextmanager
-def writer_lock(warehouse_url: str, timeout: float) -> Iterator[Path]:
-    """Hold the warehouse's writer lock, waiting up to ``timeout`` seconds for it."""
+def writer_lock(warehouse_url: str, timeout: float, command: str | None = None) -> Iterator[Path]:
+    """Hold the warehouse's writer lock, waiting up to ``timeout`` seconds for it.
+
+    ``command`` is how waiters will see the holder (default: this process's command line).
+    """
+    from filelock import FileLock, Timeout
+
     path = lock_path(warehouse_url)
     lock = FileLock(path, is_singleton=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock.acquire(timeout=timeout, poll_interval=0.05)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if timeout <= 0:
+                raise
+            log.warning(
+                "waiting up to %gs for the writer lock of this warehouse, held by %s",
+                timeout, describe_holder(read_holder(path)), extra={"event": "lock_wait"},
+            )
+            lock.acquire(timeout=timeout, poll_interval=0.05)
     except Timeout:  # an OSError subclass: catch it first
         raise LockTimeout(
-            f"another sync is writing to this warehouse (lock {path}); gave up after {timeout:g}s, try again later"
+            f"another sync is writing to this warehouse ({describe_holder(read_holder(path))}; lock {path}); "
+            f"gave up after {timeout:g}s, try again later"
         ) from None
     except OSError as exc:
         raise WarehouseError(f"cannot create the warehouse folder for {path}: {exc.strerror or exc}") from None
     try:
+        _write_info(path, command)
         yield path
     finally:
+        _remove_info(path)
         lock.release()
+
+
+def writer_active(warehouse_url: str) -> bool:
+    """Whether a writer holds the lock right now; creates nothing (for readers such as status)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock here: filelock fell back to another kind of lock
+        return False
+    try:
+        fd = os.open(lock_path(warehouse_url), os.O_RDONLY)
+    except OSError:  # no lock file: no writer has ever run here
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

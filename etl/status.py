@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, Table, and_, func, null, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl.db import describe_failure, quick_check, sqlite_path
-from etl.migrate import current_revision
+from etl.migrate import current_revision, ensure_known
 from etl.schema import (
     BREAKDOWN_SUBJECTS,
     BREAKDOWN_TABLES,
@@ -253,6 +253,12 @@ class ArchiveStatus:
         return asdict(self)
 
 
+def _writer_active(engine: Engine) -> bool:
+    from etl.lock import writer_active
+
+    return writer_active(engine.url.render_as_string(hide_password=False))
+
+
 def read_status(engine: Engine, today: date, health: HealthConfig | None = None, *, check_integrity: bool = False) -> ArchiveStatus:
     """What the archive holds; with ``check_integrity``, also a structural check of the file.
 
@@ -302,6 +308,7 @@ def _read(engine: Engine, today: date) -> ArchiveStatus:
     )
     if status.schema_revision is None:
         return status
+    ensure_known(status.schema_revision)
     with engine.connect() as conn:
         days = list(conn.execute(select(archived_days.c.date, archived_days.c.row_count)))
         status.days_archived = len(days)
@@ -318,6 +325,12 @@ def _read(engine: Engine, today: date) -> ArchiveStatus:
         last = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc()).limit(1)).mappings().first()
         if last:
             status.last_run = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in last.items()}
+            if last["outcome"] == "running" and not _writer_active(engine):
+                # No writer holds the lock, so that run's process is gone; the next writer
+                # records it the same way (warehouse.start_run). A reader writes nothing.
+                from etl.warehouse import ABANDONED
+
+                status.last_run.update(outcome="interrupted", error=ABANDONED)
         success = conn.execute(select(func.max(sync_runs.c.finished_at)).where(sync_runs.c.outcome == "ok")).scalar()
         status.last_success_at = success.isoformat() if success else None
         if status.schema_revision >= "0003":

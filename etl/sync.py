@@ -162,27 +162,35 @@ def run_sync(
     report = SyncReport(run_id, trigger, [d.isoformat() for d in days])
     ours = completed_window(today)
     try:
-        for date_param, window in plan_requests(days, ours):
-            wanted = [d for d in days if window[0] <= d <= window[1]]
-            _fetch_and_load(client, report, date_param, window, wanted, _Writer(engine, report, on_day, now, stop), ours)
-    except ArchiveError as exc:
-        # The request failed as a whole (auth, retries exhausted, unreadable body, disk):
-        # every day not yet written fails with it, and is fetched again by the next sync.
-        report.error = str(exc)
-        report.interrupted = isinstance(exc, Interrupted)
-        done = {o.day for o in report.outcomes}
-        report.outcomes += [DayOutcome(d, "failed", error=str(exc)) for d in report.planned if d not in done]
-    if settings is not None and settings.breakdowns and report.error is None:
-        plan = subject_plan or (lambda _have: list(days))
         try:
-            with _writing(engine):
-                report.breakdowns = run_breakdowns(
-                    engine, client, settings, today, plan, run_id=run_id, now=now, stop=stop, evidence=report.evidence
-                )
-        except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
-            report.error = f"breakdowns: {exc}"
+            for date_param, window in plan_requests(days, ours):
+                wanted = [d for d in days if window[0] <= d <= window[1]]
+                _fetch_and_load(client, report, date_param, window, wanted, _Writer(engine, report, on_day, now, stop), ours)
+        except ArchiveError as exc:
+            # The request failed as a whole (auth, retries exhausted, unreadable body, disk):
+            # every day not yet written fails with it, and is fetched again by the next sync.
+            report.error = str(exc)
             report.interrupted = isinstance(exc, Interrupted)
-        report.interrupted = report.interrupted or stop.is_set()
+            done = {o.day for o in report.outcomes}
+            report.outcomes += [DayOutcome(d, "failed", error=str(exc)) for d in report.planned if d not in done]
+        if settings is not None and settings.breakdowns and report.error is None:
+            plan = subject_plan or (lambda _have: list(days))
+            try:
+                with _writing(engine):
+                    report.breakdowns = run_breakdowns(
+                        engine, client, settings, today, plan, run_id=run_id, now=now, stop=stop, evidence=report.evidence
+                    )
+            except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
+                report.error = f"breakdowns: {exc}"
+                report.interrupted = isinstance(exc, Interrupted)
+            report.interrupted = report.interrupted or stop.is_set()
+    except BaseException as exc:
+        # Ctrl-C (KeyboardInterrupt) or a bug: record how the run ended, then let it go on.
+        # Days already committed stay; the day being written rolled back.
+        report.interrupted = isinstance(exc, KeyboardInterrupt)
+        report.error = "interrupted (Ctrl-C)" if report.interrupted else f"unexpected {type(exc).__name__}: {exc}"
+        _finish(engine, report, started, now)
+        raise
     _finish(engine, report, started, now)
     return report
 

@@ -263,8 +263,19 @@ def archived_dates(conn: Connection, first: str | None = None, last: str | None 
 # -- the run log ----------------------------------------------------------------------------
 
 
+# The error recorded on a run found still `running` when the next one starts.
+ABANDONED = "abandoned: the process ended before it could record how the run ended (killed, hung up, or the database failed)"
+
+
 def start_run(engine: Engine, trigger: str, now: datetime) -> int:
+    """Record a new run; first close any run still marked running as abandoned.
+
+    Callers hold the single-writer lock, which proves that no other run is live: a run
+    still `running` is one whose process died (SIGKILL, SIGHUP, power loss) or could not
+    write its end (a database error). It becomes `interrupted`, its end time unknown.
+    """
     with engine.begin() as conn:
+        conn.execute(update(sync_runs).where(sync_runs.c.outcome == "running").values(outcome="interrupted", error=ABANDONED))
         result = conn.execute(
             sync_runs.insert().values(
                 started_at=now,

@@ -708,6 +708,319 @@ def slow_answers_and_fault_streaks() -> CheckRow:
     return CheckRow(check="slow answers and a streak of 9 faults (issue 9 items 4, 5)", tried=tried, result=result, rows_lost=lost, ok=ok)
 
 
+# -- issue 9 items 1, 6 and 10: shared helpers ----------------------------------------
+
+SERVED_COLUMNS = (
+    "endpoint_id", "model", "model_permaslug", "provider_name", "usage", "byok_usage_inference", "requests",
+    "prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens",
+)
+
+
+def served_activity(dataset: Dataset) -> dict[str, set[tuple[Any, ...]]]:
+    """Per day of the window, the rows the stand-in serves, read from its Dataset through JSON.
+
+    Deliberately not through etl.validate: the oracle must not share code with the loader.
+    """
+    first, last = completed_window(utc_today())
+    served: dict[str, set[tuple[Any, ...]]] = {}
+    day = first
+    while day <= last:
+        items = json.loads(json.dumps(dataset.activity(day)))
+        served[day.isoformat()] = {tuple(item.get(c) for c in SERVED_COLUMNS) for item in items}
+        day += timedelta(days=1)
+    return served
+
+
+def archive_mismatch(db: Path, served: dict[str, set[tuple[Any, ...]]]) -> tuple[list[str], int]:
+    """(what differs from what the API served, rows of it the warehouse does not hold exactly)."""
+    if not db.exists():
+        return ["no warehouse file"], sum(len(rows) for rows in served.values())
+    held: dict[str, set[tuple[Any, ...]]] = {}
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            marked = {d for (d,) in conn.execute("SELECT date FROM archived_days")}
+            for row in conn.execute(f"SELECT date, {', '.join(SERVED_COLUMNS)} FROM activity"):
+                held.setdefault(row[0], set()).add(tuple(row[1:]))
+    except sqlite3.Error as exc:
+        return [f"unreadable warehouse: {exc}"], sum(len(rows) for rows in served.values())
+    problems = [] if integrity == "ok" else [f"integrity: {integrity}"]
+    problems += [f"{d}: not archived" for d in sorted(set(served) - marked)]
+    problems += [f"{d}: rows differ" for d in sorted(served) if d in marked and held.get(d, set()) != served[d]]
+    problems += [f"{d}: rows without a day mark" for d in sorted(set(held) - marked)]
+    lost = sum(1 for d, rows in served.items() for r in rows if r not in held.get(d, set()))
+    return problems, lost
+
+
+def tables_of(db: Path) -> set[str]:
+    """Table names of a SQLite file, read without creating or locking anything; empty on any error."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1)
+    except sqlite3.Error:
+        return set()
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return set()
+    finally:
+        conn.close()
+
+
+def count_of(db: Path, sql: str) -> int:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return 0
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
+def wait_until(condition: Any, timeout: float = 60.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
+
+
+# -- issue 9 item 1: interrupted first run ----------------------------------------------
+
+# Where a first sync is interrupted: (name, condition on the new warehouse file, delay after it).
+# "the first table" is the middle of the migration on code that commits DDL statement by
+# statement; with atomic migrations it is the commit, so the signal lands early in the sync.
+FIRST_RUN_POINTS: list[tuple[str, str, float]] = [
+    ("as the file appears", "file", 0.0),
+    ("0.1 s after the file appears", "file", 0.1),
+    ("5 ms after the first table", "table", 0.005),
+    ("20 ms after the first table", "table", 0.02),
+    ("after the first archived day", "day", 0.0),
+]
+
+
+@dataclass
+class FirstRunTrials:
+    tried: int = 0
+    arrived_mid_run: int = 0  # the signal reached a running sync (not one already finished)
+    failures: list[str] = field(default_factory=list)
+    rows_lost: int = 0
+
+
+def first_run_interrupts(
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL),
+    points: list[tuple[str, str, float]] | None = None,
+) -> FirstRunTrials:
+    """Interrupt the first `sync` of new warehouses; the next sync must succeed, exactly.
+
+    One thread per signal, each with its own warehouses, to keep the wall time down: the
+    trials only assert on outcomes, so timing noise changes where signals land, not results.
+    """
+    points = FIRST_RUN_POINTS if points is None else points
+    result = FirstRunTrials()
+    dataset = Dataset(endpoints_per_day=60)
+    served = served_activity(dataset)
+    reached = {
+        "file": lambda db: db.exists(),
+        "table": lambda db: bool(tables_of(db)),
+        "day": lambda db: count_of(db, "SELECT count(*) FROM archived_days") > 0,
+    }
+    guard = threading.Lock()
+
+    def trials(sig: signal.Signals, folder: Path, api: StandIn) -> None:
+        for n, (name, condition, delay) in enumerate(points):
+            db = folder / f"first-{sig.name}-{n}.db"
+            proc = cli(folder, db, api, "-q", "sync")
+            wait_until(lambda: proc.poll() is not None or reached[condition](db), timeout=60, interval=0.001)
+            if delay:
+                time.sleep(delay)
+            arrived = proc.poll() is None
+            if arrived:
+                proc.send_signal(sig)
+            proc.communicate(timeout=60)
+            again = cli(folder, db, api, "-q", "sync")
+            _, err = again.communicate(timeout=120)
+            problems, lost = archive_mismatch(db, served)
+            if again.returncode != 0:
+                problems.insert(0, f"next sync exited {again.returncode}: {err.strip()[-200:]}")
+            with guard:
+                result.tried += 1
+                result.arrived_mid_run += arrived
+                result.rows_lost += lost
+                if problems:
+                    result.failures.append(f"{sig.name} {name}: {'; '.join(problems[:3])}")
+
+    with tempfile.TemporaryDirectory(prefix="first-run-") as tmp, StandIn(dataset, management_key=KEY, latency=0.1) as api:
+        workers = []
+        for sig in signals:
+            folder = Path(tmp) / sig.name
+            folder.mkdir()
+            workers.append(threading.Thread(target=trials, args=(sig, folder, api), name=f"trials-{sig.name}"))
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    return result
+
+
+@exactness_check
+def interrupted_first_run() -> CheckRow:
+    trials = first_run_interrupts()
+    return CheckRow(
+        check="interrupted first `sync` (SIGINT, SIGTERM, SIGKILL; migration included)",
+        tried=f"{trials.tried} new warehouses interrupted at {len(FIRST_RUN_POINTS)} points "
+              f"({trials.arrived_mid_run} signals reached a running sync)",
+        result=f"next sync exit 0 with an exact archive: {trials.tried - len(trials.failures)} of {trials.tried}"
+               + (f" (first failure: {trials.failures[0][:80]})" if trials.failures else ""),
+        rows_lost=trials.rows_lost,
+        ok=not trials.failures and trials.rows_lost == 0,
+    )
+
+
+# -- issue 9 item 6: replaced warehouse --------------------------------------------------
+
+
+@dataclass
+class ReplacedWarehouse:
+    removed_logged: bool = False
+    removed_refilled: bool = False  # after `rm`, a new file at the path holds the whole window
+    replaced_logged: bool = False
+    replaced_written: bool = False  # after `mv` over it, the daemon's runs land in the new file
+    exit_code: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    rows_lost: int = 0
+
+    @property
+    def ok(self) -> bool:
+        steps = (self.removed_logged, self.removed_refilled, self.replaced_logged, self.replaced_written)
+        return all(steps) and self.exit_code == 0 and not self.problems and self.rows_lost == 0
+
+
+def replaced_under_daemon() -> ReplacedWarehouse:
+    """`rm`, then `mv` over, the warehouse file while `run` syncs every 0.2 s."""
+    result = ReplacedWarehouse()
+    dataset = Dataset()
+    served = served_activity(dataset)
+    archived = "SELECT count(*) FROM archived_days"
+    with tempfile.TemporaryDirectory(prefix="replaced-") as tmp, StandIn(dataset, management_key=KEY) as api:
+        folder = Path(tmp)
+        db, other = folder / "archive.db", folder / "other.db"
+        # The replacement: an archive made by a one-off sync, which holds no daemon run.
+        cli(folder, other, api, "-q", "sync").communicate(timeout=120)
+        daemon = cli(folder, db, api, "run", "--interval-seconds", "0.2")
+        lines: list[str] = []
+
+        def read_log() -> None:
+            assert daemon.stderr is not None
+            for line in daemon.stderr:
+                lines.append(line.rstrip("\n"))
+
+        reader = threading.Thread(target=read_log, daemon=True)
+        reader.start()
+        try:
+            if not wait_until(lambda: count_of(db, archived) == len(served)):
+                result.problems.append("the daemon never archived the window")
+                return result
+            db.unlink()  # the -wal and -shm files stay, as after a careless `rm archive.db`
+            result.removed_logged = wait_until(lambda: any("was removed" in line for line in lines))
+            # Only after that line: the file at the path is then the daemon's new one.
+            result.removed_refilled = result.removed_logged and wait_until(lambda: count_of(db, archived) == len(served))
+            os.replace(other, db)
+            result.replaced_logged = wait_until(lambda: any("was replaced" in line for line in lines))
+            result.replaced_written = wait_until(
+                lambda: count_of(db, "SELECT count(*) FROM sync_runs WHERE trigger = 'daemon' AND outcome = 'ok'") > 0
+            )
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                result.exit_code = daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+            reader.join(timeout=10)
+        result.warnings = [line for line in lines if line.startswith("WARNING")]
+        problems, result.rows_lost = archive_mismatch(db, served)
+        result.problems += problems
+    return result
+
+
+@exactness_check
+def replaced_warehouse() -> CheckRow:
+    outcome = replaced_under_daemon()
+    steps = [
+        f"rm: {'logged' if outcome.removed_logged else 'NOT logged'}, "
+        f"{'new file filled' if outcome.removed_refilled else 'new file NOT filled'}",
+        f"mv over: {'logged' if outcome.replaced_logged else 'NOT logged'}, "
+        f"{'next sync wrote there' if outcome.replaced_written else 'next sync did NOT write there'}",
+        f"exit {outcome.exit_code} on SIGTERM",
+    ]
+    return CheckRow(
+        check="warehouse file removed, then replaced, under a running daemon",
+        tried="`rm archive.db`, then `mv other.db archive.db` while `run` syncs every 0.2 s",
+        result="; ".join(steps) + (f"; {outcome.problems[0]}" if outcome.problems else ""),
+        rows_lost=outcome.rows_lost,
+        ok=outcome.ok,
+    )
+
+
+# -- issue 9 item 10: demo refusal --------------------------------------------------------
+
+
+def file_digest(db: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for suffix in ("", "-wal"):
+        part = Path(str(db) + suffix)
+        digest.update(part.read_bytes() if part.exists() else b"-")
+    return digest.hexdigest()
+
+
+@dataclass
+class DemoRefusal:
+    exit_code: int | None = None
+    stderr: str = ""
+    untouched: bool = False
+    demo_reused: bool = False  # `demo --db` twice on its own warehouse still works
+    rows_lost: int = 0
+
+
+def demo_on_real_archive() -> DemoRefusal:
+    result = DemoRefusal()
+    dataset = Dataset()
+    with tempfile.TemporaryDirectory(prefix="demo-") as tmp, StandIn(dataset, management_key=KEY) as api:
+        folder = Path(tmp)
+        db = folder / "archive.db"
+        cli(folder, db, api, "-q", "sync").communicate(timeout=120)
+        before = file_digest(db)
+        proc = cli(folder, db, api, "demo", "--db", str(db))
+        _, err = proc.communicate(timeout=120)
+        result.exit_code, result.stderr = proc.returncode, err.strip()
+        result.untouched = file_digest(db) == before
+        _, result.rows_lost = archive_mismatch(db, served_activity(dataset))
+        own = folder / "demo.db"
+        codes = [cli(folder, own, api, "-q", "demo", "--db", str(own)).wait(timeout=120) for _ in range(2)]
+        result.demo_reused = codes == [0, 0]
+    return result
+
+
+@exactness_check
+def demo_refusal() -> CheckRow:
+    outcome = demo_on_real_archive()
+    one_line = len(outcome.stderr.splitlines()) == 1 and "Traceback" not in outcome.stderr
+    return CheckRow(
+        check="`demo --db` pointed at a real archive",
+        tried="`demo --db archive.db` on an archive made by `sync`; then `demo --db` twice on a demo warehouse",
+        result=f"exit {outcome.exit_code}, `{outcome.stderr[:90]}`; archive {'untouched' if outcome.untouched else 'CHANGED'}; "
+               f"demo warehouse reused: {'yes' if outcome.demo_reused else 'no'}",
+        rows_lost=outcome.rows_lost,
+        ok=outcome.exit_code == 2 and one_line and outcome.untouched and outcome.demo_reused and outcome.rows_lost == 0,
+    )
+
+
 # -- the report ---------------------------------------------------------------------------
 
 

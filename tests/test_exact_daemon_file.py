@@ -1,0 +1,111 @@
+"""Issue 9, item 6: the daemon never writes into a warehouse file that is no longer the one
+at the configured path (removed, or replaced with `mv`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from conftest import KEY
+from etl.client import OpenRouterClient
+from etl.config import parse_config
+from etl.daemon import Daemon
+from etl.db import open_engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import reliability_report as rr  # noqa: E402
+
+
+def wait_for(condition, timeout=30.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+def count(db: Path, sql: str) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute(sql).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_rm_then_mv_over_the_file_under_a_running_daemon():
+    row = rr.replaced_warehouse()
+    assert row.ok, row.result
+    assert row.rows_lost == 0
+
+
+@pytest.fixture
+def daemon(api, warehouse_url):
+    config = parse_config(
+        {
+            "openrouter": {"base_url": api.base_url, "max_attempts": 2, "backoff_initial": 0.01, "timeout_seconds": 5},
+            "warehouse": {"url": warehouse_url},
+            "schedule": {"retry_delay_seconds": 0.2, "max_retries": 50},
+            "sync": {"lock_timeout_seconds": 5},
+        },
+        "test",
+    )
+    stop = threading.Event()
+    client = OpenRouterClient.from_config(config.openrouter, KEY, stop=stop)
+    engine = open_engine(warehouse_url)
+    built = Daemon.build(config, engine, client, stop, scheduler=BackgroundScheduler(), sync_trigger=IntervalTrigger(seconds=0.2))
+    reports: list = []
+    built.on_report = reports.append
+    built.scheduler.start()
+    yield built, reports
+    stop.set()
+    built.scheduler.shutdown(wait=True)
+    client.close()
+    built.engine.dispose()
+
+
+def test_a_removed_file_is_recreated_migrated_and_filled_with_a_warning(daemon, warehouse_url, caplog):
+    caplog.set_level(logging.INFO, logger="etl.daemon")
+    built, reports = daemon
+    db = Path(warehouse_url.removeprefix("sqlite:///"))
+    wait_for(lambda: len(reports) >= 1)
+    db.unlink()
+    wait_for(lambda: any("was removed" in r.getMessage() for r in caplog.records))
+    warning = next(r for r in caplog.records if "was removed" in r.getMessage())
+    assert warning.levelno == logging.WARNING and str(db) in warning.getMessage()
+    assert getattr(warning, "event", None) == "warehouse_reopened"
+    # The file at the path is new (its inode number may be the old one's, freed on close).
+    wait_for(lambda: count(db, "SELECT count(*) FROM sync_runs WHERE outcome = 'ok'") >= 1)
+    assert count(db, "SELECT count(*) FROM archived_days") == 30
+
+
+def test_a_file_moved_over_the_warehouse_is_migrated_and_gets_the_next_runs(daemon, warehouse_url, tmp_path, caplog):
+    from etl import migrate
+
+    built, reports = daemon
+    db = Path(warehouse_url.removeprefix("sqlite:///"))
+    wait_for(lambda: len(reports) >= 1)
+    # A backup made by an older version, restored over the live file.
+    backup = tmp_path / "backup.db"
+    engine = open_engine(f"sqlite:///{backup}")
+    migrate.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO archived_days (date, row_count, first_archived_at, last_fetched_at) "
+            "VALUES ('2020-01-01', 0, '2020-01-02 00:00:00', '2020-01-02 00:00:00')"
+        )
+    engine.dispose()
+    os.replace(backup, db)
+    wait_for(lambda: any("was replaced" in r.getMessage() for r in caplog.records))
+    wait_for(lambda: count(db, "SELECT count(*) FROM archived_days") == 31)
+    assert count(db, "SELECT count(*) FROM archived_days WHERE date = '2020-01-01'") == 1  # the backup, kept
+    assert count(db, f"SELECT count(*) FROM alembic_version WHERE version_num = '{migrate.head_revision()}'") == 1
