@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, NamedTuple, Sequence
 from urllib.parse import parse_qs, urlsplit
 
+from etl.standin.analytics import Analytics, QueryError
 from etl.standin.data import (
     DEMO_INFERENCE_KEY,
     DEMO_MANAGEMENT_KEY,
@@ -284,6 +285,7 @@ class StandIn:
         fault_rate: float = 0.0,
         fault_kinds: Sequence[str | Fault] | None = None,
         fault_seed: int = 0,
+        analytics: Analytics | None = None,
     ) -> None:
         if date_style not in ("plain", "live", "mixed"):
             raise ValueError(f"date_style must be plain, live or mixed, not {date_style!r}")
@@ -293,6 +295,8 @@ class StandIn:
             raise ValueError("page_size must be at least 1")
         self._today = today or _utc_today
         self.dataset = dataset if dataset is not None else Dataset(anchor=self._today())
+        # The Analytics API (POST /analytics/query, GET /analytics/meta) over the same account.
+        self.analytics = analytics if analytics is not None else Analytics(self.dataset)
         self.host, self.port = host, port
         self.management_key, self.inference_key = management_key, inference_key
         self.latency = latency
@@ -407,7 +411,7 @@ class StandIn:
             if split.path.startswith(CONTROL_PREFIX + "/"):
                 self._send(handler, self._control(handler.command, split.path, params, body))
             else:
-                self._serve_api(handler, split.path, params)
+                self._serve_api(handler, split.path, params, body)
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True  # the client left (e.g. it timed out): nothing to answer
         except Exception:  # a bug here must still produce an answer, not a hung client
@@ -421,7 +425,7 @@ class StandIn:
         length = int(handler.headers.get("Content-Length") or 0)
         return handler.rfile.read(min(length, _MAX_BODY)) if length > 0 else b""
 
-    def _serve_api(self, handler: _Handler, path: str, params: dict[str, str]) -> None:
+    def _serve_api(self, handler: _Handler, path: str, params: dict[str, str], body: bytes = b"") -> None:
         fault = self._take_fault(path)
         kind = fault.kind if fault else None
         self._pause(self.latency)
@@ -438,7 +442,7 @@ class StandIn:
         elif kind == "body" and fault is not None:
             response = _Response(200, fault.body)
         else:
-            response = self._route(handler, path, params)
+            response = self._route(handler, path, params, body)
             if kind == "malformed" and response.status == 200:
                 response = _corrupt_response(response)
         self._record(handler.command, path, params, response.status, kind)
@@ -482,7 +486,7 @@ class StandIn:
 
     # ---------------------------------------------------------------- API routes
 
-    def _route(self, handler: _Handler, path: str, params: dict[str, str]) -> _Response:
+    def _route(self, handler: _Handler, path: str, params: dict[str, str], body: bytes = b"") -> _Response:
         routes: dict[str, Callable[[dict[str, str], str, date], _Response]] = {
             "/activity": self._activity,
             "/credits": self._credits,
@@ -490,6 +494,8 @@ class StandIn:
             "/keys": self._keys,
         }
         name = path[len(API_PREFIX) :].rstrip("/") if path.startswith(API_PREFIX + "/") else None
+        if name in ("/analytics/meta", "/analytics/query"):
+            return self._analytics(handler, name, body)
         route = routes.get(name or "")
         if handler.command != "GET" or route is None:
             return _error(404, "Not Found")
@@ -499,6 +505,27 @@ class StandIn:
         if name != "/key" and caller != "management":
             return _error(403, _NOT_MANAGEMENT)
         return route(params, caller, self._today())
+
+    def _analytics(self, handler: _Handler, name: str, body: bytes) -> _Response:
+        """The Analytics API: the logic lives in etl/standin/analytics.py."""
+        if (handler.command, name) not in (("GET", "/analytics/meta"), ("POST", "/analytics/query")):
+            return _error(404, "Not Found")
+        caller = self._authenticate(handler.headers.get("Authorization"))
+        if isinstance(caller, _Response):
+            return caller
+        if caller != "management":
+            return _error(403, _NOT_MANAGEMENT)
+        try:
+            self.analytics.admit()
+            if name == "/analytics/meta":
+                return _json_response(200, self.analytics.meta())
+            try:
+                document = json.loads(body)
+            except ValueError:
+                return _error(400, "Invalid request parameters: the body is not JSON")
+            return _json_response(200, self.analytics.query(document, self._today()))
+        except QueryError as exc:
+            return _error(exc.status, exc.message, exc.headers)
 
     def _authenticate(self, header: str | None) -> str | _Response:
         if not header or not header.strip():
