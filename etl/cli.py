@@ -142,6 +142,8 @@ def _run_and_report(
     click.echo(describe_report(report))
     for breakdown in report.breakdowns:
         click.echo(breakdown.describe())
+    for line in report.analytics.describe() if report.analytics else []:
+        click.echo(line)
     if report.error:
         raise ArchiveError(report.error)
     return report

@@ -55,6 +55,7 @@ class WarehouseConfig:
 
 
 BREAKDOWNS = ("key", "workspace", "member")
+ANALYTICS_SERIES = ("account", "provider", "key", "app", "member", "workspace")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,12 @@ class SyncConfig:
     members: tuple[str, ...] = ()
     concurrency: int = _setting(4, ge=1, le=32)
     pacing_seconds: float = _setting(0.0, ge=0)
+    # The Analytics API (about 365 days of history): "account" (model x variant) and
+    # "provider" (31 days, latency) by default; "key", "app", "member" (uses `members`),
+    # "workspace" cost one request per subject. [] turns it off.
+    analytics_series: tuple[str, ...] = field(default=("account", "provider"), metadata={"choices": ANALYTICS_SERIES})
+    analytics_requests_per_minute: int = _setting(64, ge=1, le=10_000)
+    analytics_row_limit: int = _setting(10_000, ge=1, le=10_000)
 
 
 @dataclass(frozen=True)
