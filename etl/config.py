@@ -27,6 +27,8 @@ APP_NAME = "openrouter-archive"
 CONFIG_ENV = "OPENROUTER_ARCHIVE_CONFIG"
 BASE_URL_ENV = "OPENROUTER_BASE_URL"
 DB_ENV = "OPENROUTER_ARCHIVE_DB"
+# "off" (or 0/false/no) turns the Analytics API off whatever [sync] analytics_series says.
+ANALYTICS_ENV = "OPENROUTER_ARCHIVE_ANALYTICS"
 
 
 def _setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
@@ -233,6 +235,8 @@ def apply_env_overrides(config: Config, env: Mapping[str, str]) -> Config:
         config = replace(config, openrouter=replace(config.openrouter, base_url=env[BASE_URL_ENV]))
     if env.get(DB_ENV):
         config = replace(config, warehouse=replace(config.warehouse, url=env[DB_ENV]))
+    if env.get(ANALYTICS_ENV, "").strip().lower() in ("off", "0", "false", "no"):
+        config = replace(config, sync=replace(config.sync, analytics_series=()))
     return config
 
 
