@@ -129,17 +129,23 @@ def plan_days(today: date, reach: int, have: Iterable[str], refetch_days: int | 
     return [d for d in every if d.isoformat() not in held or d >= recent]
 
 
-def resplit(first: date, last: date, returned_rows: int, returned_days: int, limit: int) -> list[tuple[date, date]]:
+def resplit(first: date, last: date, returned_rows: int, returned_days: int, limit: int, first_held: date | None = None) -> list[tuple[date, date]]:
     """Ranges to ask instead of a truncated ``first`` … ``last``, sized from what the cut answer held.
 
-    A cut answer sorted by date holds ``returned_days`` days, the last one partly: its rows
-    per day are at least ``returned_rows / returned_days``. Chunks aim at 90% of ``limit``.
+    A cut answer sorted by date starts at the first day with rows (``first_held``; the days
+    before it are empty, so one request covers them) and holds ``returned_days`` days, the
+    last one partly: the rows per day are about ``returned_rows / returned_days``. Chunks
+    aim at 90% of ``limit``.
     """
+    out: list[tuple[date, date]] = []
+    if first_held is not None and first < first_held <= last:
+        out.append((first, first_held - timedelta(days=1)))
+        first = first_held
     days = (last - first).days + 1
     per_day = returned_rows / max(1, returned_days)
     chunk = max(1, math.floor(limit * 0.9 / max(per_day, 1e-9)))
-    parts = max(2, math.ceil(days / chunk))
-    return split_range(first, last, parts)
+    parts = max(1 if out else 2, math.ceil(days / chunk))
+    return out + split_range(first, last, parts)
 
 
 def query_body(series: Series, first: date, last: date, limit: int, subject: str | None = None) -> dict[str, Any]:
@@ -383,17 +389,26 @@ def _archive_series(
             job.error = str(exc)
             return [job]
         try:
-            job.parsed = parse_answer(job.fetched.document, dimensions=series.dimensions, metrics=series.metrics, first=job.first, last=job.last)
+            job.parsed = parse_answer(
+                job.fetched.document, dimensions=series.dimensions, metrics=series.metrics, first=job.first, last=job.last,
+                merge_duplicates=series.name == "app",  # app titles are labels, not unique: add them up
+            )
         except TruncatedAnswerError as exc:
             if job.first == job.last:
                 job.error = f"{job.first}: {exc}, and a single day cannot be split further"
                 return [job]
             rows = job.fetched.document["data"]["data"]
-            returned_days = len({r.get("date__day") for r in rows if isinstance(r, dict)})
+            buckets = sorted({r.get("date__day") for r in rows if isinstance(r, dict) and isinstance(r.get("date__day"), str)})
+            returned_days = len(buckets)
+            try:
+                first_held = date.fromisoformat(buckets[0][:10]) if buckets else None
+            except ValueError:
+                first_held = None
             with lock:
                 outcome.splits += 1
             log.info("analytics %s: %s .. %s truncated at %d rows; splitting", series.name, job.first, job.last, len(rows))
-            return [job, *(_Fetch(series, job.subject, a, b) for a, b in resplit(job.first, job.last, len(rows), returned_days, limit))]
+            parts = resplit(job.first, job.last, len(rows), returned_days, limit, first_held)
+            return [job, *(_Fetch(series, job.subject, a, b) for a, b in parts)]
         except ArchiveError as exc:
             job.error = str(exc)
         return [job]

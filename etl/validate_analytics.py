@@ -122,12 +122,15 @@ def parse_answer(
     first: date,
     last: date,
     granularity: str = "day",
+    merge_duplicates: bool = False,
 ) -> ParsedAnswer:
     """Rows of one answer as ``{"date", <column>..., <metric>...}``, split by day.
 
     ``dimensions`` maps each API dimension to its column; ``metrics`` maps each metric to
     its kind (`COUNT`, `AMOUNT`, `MEASURE`). Days outside ``first`` … ``last`` are
-    rejected (not loaded): the answer holds more than was asked for.
+    rejected (not loaded): the answer holds more than was asked for. Two rows with the same
+    dimensions reject their day, unless ``merge_duplicates`` (dimensions that are labels,
+    such as app titles, which need not be unique): then they are added up.
     """
     if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
         raise InvalidResponseError(f"analytics answer: expected a JSON object with a 'data' object, got {type(document).__name__}")
@@ -164,7 +167,18 @@ def parse_answer(
             days.pop(day, None)
             continue
         ident = tuple(parsed[c] for c in dimensions.values())
-        if ident in seen.setdefault(day, set()):
+        if ident in seen.setdefault(day, set()) and merge_duplicates:
+            twin = next(r for r in days[day] if tuple(r[c] for c in dimensions.values()) == ident)
+            for name in metrics:
+                if metrics[name] == MEASURE:
+                    rejected[day] = f"row {index}: two rows for {dict(zip(dimensions, ident))} with {name}, which cannot be added"
+                    break
+                if parsed[name] is not None:
+                    twin[name] = parsed[name] if twin[name] is None else twin[name] + parsed[name]
+            if day in rejected:
+                days.pop(day, None)
+            continue
+        if ident in seen[day]:
             rejected[day] = f"row {index}: duplicate row for {dict(zip(dimensions, ident))}"
             days.pop(day, None)
             continue

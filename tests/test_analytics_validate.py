@@ -76,3 +76,13 @@ def test_ranges_split_and_runs():
         (date(2026, 1, 1), date(2026, 1, 4)), (date(2026, 1, 5), date(2026, 1, 7)), (date(2026, 1, 8), date(2026, 1, 10))]
     assert runs([date(2026, 1, 3), date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 9)]) == [
         (date(2026, 1, 1), date(2026, 1, 3)), (date(2026, 1, 9), date(2026, 1, 9))]
+
+
+def test_rows_with_the_same_label_are_added_up_when_asked():
+    dims = {"app": "subject", "model": "model"}
+    metrics = {"credits_usage": AMOUNT, "usage_web": AMOUNT, "request_count": COUNT}
+    twin = {"date__day": "2026-01-05T00:00:00.000Z", "app": "Internal tool", "model": "m", "credits_usage": 0.5, "usage_web": None, "request_count": 2}
+    parsed = parse_answer(answer(twin, {**twin, "credits_usage": 0.25, "request_count": "3"}), dimensions=dims, metrics=metrics,
+                          first=FIRST, last=LAST, merge_duplicates=True)
+    assert parsed.days["2026-01-05"] == [{"date": "2026-01-05", "subject": "Internal tool", "model": "m", "credits_usage": 0.75, "usage_web": None, "request_count": 5}]
+    assert "duplicate" in parse_answer(answer(twin, twin), dimensions=dims, metrics=metrics, first=FIRST, last=LAST).rejected["2026-01-05"]

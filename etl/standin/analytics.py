@@ -145,6 +145,7 @@ class Analytics:
     _starts: deque[float] = field(default_factory=deque)
     _skews: list[_Skew] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _facts: dict[tuple[date, int], list[Fact]] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- knobs
 
@@ -189,6 +190,14 @@ class Analytics:
 
     def facts(self, day: date) -> list[Fact]:
         """Every fact of `day`, in key then endpoint order (so float sums are reproducible)."""
+        # Cached per (day, revision); an amended dataset is recomputed every time (rare, small).
+        cacheable = not self.dataset._amendments
+        slot = (day, self.dataset.revision(day))
+        if cacheable:
+            with self._lock:
+                hit = self._facts.get(slot)
+            if hit is not None:
+                return hit
         out = []
         seed = self.dataset.seed
         for key in self.dataset.api_keys:
@@ -205,6 +214,11 @@ class Analytics:
                     "provider": item["provider_name"],
                 }
                 out.append(Fact(day, key.index, item["endpoint_id"], dims, self._values(day, item)))
+        if cacheable:
+            with self._lock:
+                if len(self._facts) > 5_000:
+                    self._facts.clear()
+                self._facts[slot] = out
         return out
 
     def _values(self, day: date, item: dict[str, Any]) -> dict[str, Any]:
