@@ -398,7 +398,7 @@ def _archive_series(
                 job.error = f"{job.first}: {exc}, and a single day cannot be split further"
                 return [job]
             rows = job.fetched.document["data"]["data"]
-            buckets = sorted({r.get("date__day") for r in rows if isinstance(r, dict) and isinstance(r.get("date__day"), str)})
+            buckets: list[str] = sorted({str(r["date__day"]) for r in rows if isinstance(r, dict) and isinstance(r.get("date__day"), str)})
             returned_days = len(buckets)
             try:
                 first_held = date.fromisoformat(buckets[0][:10]) if buckets else None
@@ -453,10 +453,10 @@ def _load(
             outcome.warnings += [f"{_describe(series, job.subject)}: {w}" for w in job.parsed.warnings]
     by_day: dict[str, list[_Fetch]] = {}
     for job in answered:
-        day = job.first
-        while day <= job.last:
-            by_day.setdefault(day.isoformat(), []).append(job)
-            day += timedelta(days=1)
+        moment = job.first
+        while moment <= job.last:
+            by_day.setdefault(moment.isoformat(), []).append(job)
+            moment += timedelta(days=1)
     for day in sorted(by_day):
         if stop.is_set():
             raise Interrupted("interrupted: stop requested")

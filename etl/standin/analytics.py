@@ -349,11 +349,11 @@ class Analytics:
             if not requests:
                 return None
             if metric in THROUGHPUT_METRICS:
-                total = sum(f.values["_tput"] * f.values["request_count"] for f in facts)
+                weighted = sum(f.values["_tput"] * f.values["request_count"] for f in facts)
             else:
                 index = LATENCY_METRICS.index(metric)
-                total = sum(f.values["_lat"][index] * f.values["request_count"] for f in facts)
-            return round(total / requests, 2)
+                weighted = sum(f.values["_lat"][index] * f.values["request_count"] for f in facts)
+            return round(weighted / requests, 2)
         if metric == "cache_hit_rate":
             prompt = sum(f.values["tokens_prompt"] for f in facts)
             return round(sum(f.values["cached_tokens"] for f in facts) / prompt, 6) if prompt else 0.0
