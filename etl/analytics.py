@@ -299,33 +299,46 @@ def run_analytics(
     result = AnalyticsResult()
     limiter = RateLimiter(settings.analytics_requests_per_minute, rate_window, stop)
     keys: list[dict[str, Any]] | None = None
-    for name in settings.analytics_series:
-        if stop.is_set():
-            raise Interrupted("interrupted: stop requested")
-        series = SERIES[name]
-        outcome = SeriesResult(name)
-        result.series.append(outcome)
-        try:
-            if series.per_subject:
-                if name in ("key", "workspace") and keys is None:
-                    keys = _list_keys(engine, client, run_id, now, result)
-                subjects = _subjects(name, settings, keys or [])
-            else:
-                subjects = [WHOLE]
+    plans: list[tuple[Series, SeriesResult, list[_Fetch]]] = []
+    try:
+        for name in settings.analytics_series:
+            series = SERIES[name]
+            outcome = SeriesResult(name)
+            result.series.append(outcome)
+            try:
+                if series.per_subject:
+                    if name in ("key", "workspace") and keys is None:
+                        keys = _list_keys(engine, client, run_id, now, result)
+                    subjects = _subjects(name, settings, keys or [])
+                else:
+                    subjects = [WHOLE]
+            except ArchiveError as exc:
+                if isinstance(exc, (PermissionDeniedError, NotFoundError)):
+                    raise _unavailable(exc) from None
+                if isinstance(exc, Interrupted):
+                    raise
+                outcome.errors.append(f"listing {name} subjects: {exc}")
+                continue
             outcome.subjects = len(subjects)
-            _archive_series(engine, client, series, subjects, settings, today, refetch_days, run_id, now, stop, limiter, outcome)
-        except _Unavailable as exc:
-            result.series.clear()
-            result.skipped = str(exc)
-            log.warning("analytics: skipped: %s", exc)
-            break
-        except ArchiveError as exc:
-            if isinstance(exc, Interrupted):
-                raise
-            outcome.errors.append(str(exc))
-        result.requests += outcome.requests
-        on_series(outcome)
-        log.info("%s", outcome.describe())
+            plans.append((series, outcome, _plan_series(engine, series, subjects, today, refetch_days)))
+        # Series are fetched side by side (the rate limiter is shared) and loaded one after
+        # another, each as soon as its answers are in.
+        halt = threading.Event()
+        with ThreadPoolExecutor(max_workers=max(1, len(plans)), thread_name_prefix="series") as pool:
+            futures = [(series, outcome, pool.submit(_fetch_series, client, series, todo, settings, stop, halt, limiter, outcome))
+                       for series, outcome, todo in plans]
+            try:
+                for series, outcome, future in futures:
+                    _load(engine, series, future.result(), run_id, now, stop, outcome)
+                    result.requests += outcome.requests
+                    on_series(outcome)
+                    log.info("%s", outcome.describe())
+            finally:
+                halt.set()  # on any way out, the series still fetching stop at their next request
+    except _Unavailable as exc:
+        result.series.clear()
+        result.skipped = str(exc)
+        log.warning("analytics: skipped: %s", exc)
     result.seconds = time.monotonic() - started
     return result
 
@@ -355,11 +368,8 @@ def _subjects(name: str, settings: SyncConfig, keys: list[dict[str, Any]]) -> li
     return sorted({k["workspace_id"] for k in keys if k.get("workspace_id")})
 
 
-def _archive_series(
-    engine: Engine, client: OpenRouterClient, series: Series, subjects: list[str], settings: SyncConfig, today: date,
-    refetch_days: int | None, run_id: int | None, now: Callable[[], datetime], stop: threading.Event,
-    limiter: RateLimiter, outcome: SeriesResult,
-) -> None:
+def _plan_series(engine: Engine, series: Series, subjects: list[str], today: date, refetch_days: int | None) -> list[_Fetch]:
+    """One request per subject and run of consecutive days to fetch (split later if truncated)."""
     first, last = series_range(today, series.reach)
     todo: list[_Fetch] = []
     with engine.connect() as conn:
@@ -367,6 +377,14 @@ def _archive_series(
             have = _archived(conn, series.name, subject, first.isoformat(), last.isoformat())
             for start, end in runs(plan_days(today, series.reach, have, refetch_days)):
                 todo.append(_Fetch(series, subject, start, end))
+    return todo
+
+
+def _fetch_series(
+    client: OpenRouterClient, series: Series, todo: list[_Fetch], settings: SyncConfig, stop: threading.Event,
+    halt: threading.Event, limiter: RateLimiter, outcome: SeriesResult,
+) -> list[_Fetch]:
+    """Every planned request answered (or failed), truncated answers replaced by their splits."""
     limit = settings.analytics_row_limit
     done: list[_Fetch] = []
     lock = threading.Lock()
@@ -375,6 +393,9 @@ def _archive_series(
         """The job answered, or the jobs its truncated answer was split into."""
         if stop.is_set():
             raise Interrupted("interrupted: stop requested")
+        if halt.is_set():
+            job.error = "not fetched: the run ended early"
+            return [job]
         limiter.acquire()
         with lock:
             outcome.requests += 1
@@ -424,7 +445,7 @@ def _archive_series(
                 else:
                     done.append(head)
             todo = followups
-    _load(engine, series, done, run_id, now, stop, outcome)
+    return done
 
 
 def _archived(conn: Connection, series: str, subject: str, first: str, last: str) -> set[str]:
@@ -461,26 +482,30 @@ def _load(
         if stop.is_set():
             raise Interrupted("interrupted: stop requested")
         stamp = now()
-        with engine.begin() as conn:
-            for job in by_day[day]:
-                assert job.parsed is not None
+        ready: list[tuple[str, list[dict[str, Any]], int | None]] = []  # (subject, rows, raw response id)
+        labels: dict[str, str] = {}
+        for job in by_day[day]:
+            assert job.parsed is not None
+            try:
                 if day in job.parsed.rejected:
-                    outcome.days_failed += 1
-                    outcome.errors.append(f"{_describe(series, job.subject)} {day}: rejected: {job.parsed.rejected[day]}")
-                    continue
-                try:
-                    rows, labels = _rows(series, job.subject, job.parsed.days.get(day, []))
-                except ValueError as exc:
-                    outcome.days_failed += 1
-                    outcome.errors.append(f"{_describe(series, job.subject)} {day}: rejected: {exc}")
-                    continue
-                written = save_series_day(conn, series, job.subject, day, rows, now=stamp, run_id=run_id, raw_response_id=raw[id(job)])
-                _save_labels(conn, series.name, labels, stamp)
-                outcome.days_archived += 1
-                outcome.rows_inserted += written.inserted
-                outcome.rows_updated += written.updated
-                outcome.rows_unchanged += written.unchanged
-                outcome.rows_retired += written.retired
+                    raise ValueError(job.parsed.rejected[day])
+                rows, seen = _rows(series, job.subject, job.parsed.days.get(day, []))
+            except ValueError as exc:
+                outcome.days_failed += 1
+                outcome.errors.append(f"{_describe(series, job.subject)} {day}: rejected: {exc}")
+                continue
+            ready.append((job.subject, rows, raw[id(job)]))
+            labels.update(seen)
+        if not ready:
+            continue
+        with engine.begin() as conn:  # the day of every subject of the series, or none of it
+            written = save_series_day(conn, series, ready, day, now=stamp, run_id=run_id)
+            _save_labels(conn, series.name, labels, stamp)
+        outcome.days_archived += len(ready)
+        outcome.rows_inserted += written.inserted
+        outcome.rows_updated += written.updated
+        outcome.rows_unchanged += written.unchanged
+        outcome.rows_retired += written.retired
 
 
 def _rows(series: Series, subject: str, parsed: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -509,26 +534,32 @@ def _rows(series: Series, subject: str, parsed: list[dict[str, Any]]) -> tuple[l
 
 
 def save_series_day(
-    conn: Connection, series: Series, subject: str, day: str, rows: list[dict[str, Any]], *,
-    now: datetime, run_id: int | None, raw_response_id: int | None,
+    conn: Connection, series: Series, answers: list[tuple[str, list[dict[str, Any]], int | None]], day: str, *,
+    now: datetime, run_id: int | None,
 ) -> warehouse.DayWrite:
-    """Make one (series, subject, day) exactly ``rows`` and mark it archived, in the caller's transaction."""
+    """Make one day of a series exactly the ``answers`` (subject, rows, raw response id) and mark it.
+
+    Written in the caller's transaction, in one pass for every subject answered: the scope is
+    those subjects, so a subject not fetched this time keeps its rows.
+    """
+    rows = [r for _, subject_rows, _ in answers for r in subject_rows]
     if series.table is analytics_provider_daily:
-        scope: dict[str, str] = {}
+        scope: dict[str, str | tuple[str, ...]] = {}
     elif series.name == "app":
         scope = {"series": "app"}  # one answer holds every app of the day
     else:
-        scope = {"series": series.name, "subject": subject}
-    key = series.key if series.table is analytics_provider_daily or series.name == "app" else ("model", "variant")
+        scope = {"series": series.name, "subject": tuple(subject for subject, _, _ in answers)}
+    # With one raw answer, superseded versions name it; several (one per subject): the first.
     written = warehouse.save_rows(
-        conn, series.table, day, rows, now=now, scope=scope, key=key, run_id=run_id,
-        raw_response_id=raw_response_id, compared=series.compared,
+        conn, series.table, day, rows, now=now, scope=scope, key=series.key, run_id=run_id,
+        raw_response_id=answers[0][2], compared=series.compared,
     )
     stmt = upsert(conn.engine, archived_analytics_days, ("series", "subject", "date"), ("row_count", "last_fetched_at", "run_id", "raw_response_id"))
-    conn.execute(stmt, {
-        "series": series.name, "subject": subject, "date": day, "row_count": len(rows), "first_archived_at": now,
-        "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_response_id,
-    })
+    conn.execute(stmt, [
+        {"series": series.name, "subject": subject, "date": day, "row_count": len(subject_rows), "first_archived_at": now,
+         "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_id}
+        for subject, subject_rows, raw_id in answers
+    ])
     return written
 
 

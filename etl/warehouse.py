@@ -97,7 +97,7 @@ def save_rows(
     rows: Sequence[Mapping[str, Any]],
     *,
     now: datetime,
-    scope: Mapping[str, str] | None = None,
+    scope: Mapping[str, str | tuple[str, ...]] | None = None,
     key: Sequence[str] = ("endpoint_id",),
     run_id: int | None = None,
     raw_response_id: int | None = None,
@@ -105,12 +105,14 @@ def save_rows(
 ) -> DayWrite:
     """Make ``table``'s rows of ``day`` (within ``scope``) exactly ``rows``, keeping history.
 
-    ``key`` identifies a row within the scope; ``compared`` are the value columns (those of
+    A scope value may be a tuple: the rows of all those values at once (the rows themselves
+    then carry the column). ``key`` identifies a row within the scope; ``compared`` are the value columns (those of
     ``activity`` by default); ``run_id`` and ``raw_response_id`` name the fetch that
     superseded the versions moved to the history table.
     """
     scope = scope or {}
-    where = [table.c.date == day, *(table.c[c] == v for c, v in scope.items())]
+    where = [table.c.date == day, *(table.c[c].in_(v) if isinstance(v, tuple) else table.c[c] == v for c, v in scope.items())]
+    fixed = {c: v for c, v in scope.items() if not isinstance(v, tuple)}
     existing = {
         tuple(r[: len(key)]): r[len(key) :]
         for r in conn.execute(select(*(table.c[k] for k in key), *(table.c[c] for c in compared)).where(*where))
@@ -123,7 +125,7 @@ def save_rows(
     if changed:
         pk = [c.name for c in table.primary_key.columns]
         stmt = upsert(conn.engine, table, pk, (*compared, "updated_at"))
-        conn.execute(stmt, [{**r, **scope, "date": day, "first_archived_at": now, "updated_at": now} for r in changed])
+        conn.execute(stmt, [{**r, **fixed, "date": day, "first_archived_at": now, "updated_at": now} for r in changed])
     return DayWrite(day, len(rows), len(diff.inserted), len(diff.updated), diff.unchanged, len(diff.vanished))
 
 

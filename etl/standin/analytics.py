@@ -146,6 +146,7 @@ class Analytics:
     _skews: list[_Skew] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _facts: dict[tuple[date, int], list[Fact]] = field(default_factory=dict)
+    _index: dict[tuple[int, str], tuple[list[Fact], dict[str, list[Fact]]]] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- knobs
 
@@ -221,6 +222,24 @@ class Analytics:
                 self._facts[slot] = out
         return out
 
+    def _indexed(self, day: date, name: str) -> dict[str, list[Fact]]:
+        """The facts of `day` by their value of dimension `name` (as text, the way filters compare)."""
+        facts = self.facts(day)
+        slot = (id(facts), name)
+        with self._lock:
+            hit = self._index.get(slot)
+            if hit is not None and hit[0] is facts:
+                return hit[1]
+        index: dict[str, list[Fact]] = {}
+        for fact in facts:
+            value = fact.dims.get(name)
+            index.setdefault("" if value is None else str(value), []).append(fact)
+        with self._lock:
+            if len(self._index) > 20_000:
+                self._index.clear()
+            self._index[slot] = (facts, index)
+        return index
+
     def _values(self, day: date, item: dict[str, Any]) -> dict[str, Any]:
         usage, byok = item["usage"], item["byok_usage_inference"]
         is_byok = item["provider_name"] in BYOK_PROVIDERS
@@ -281,9 +300,12 @@ class Analytics:
         q = _parse(body, today)
         warnings = self._unresolved(q.filters)
         groups: dict[tuple[Any, ...], list[Fact]] = {}
+        # An `eq` filter narrows each day to the facts of that value (the usual per-subject query).
+        narrow = next((f for f in q.filters if f["operator"] == "eq"), None)
         day = q.first
         while day < q.end:
-            for fact in self.facts(day):
+            facts = self.facts(day) if narrow is None else self._indexed(day, narrow["field"]).get(str(narrow["value"]), [])
+            for fact in facts:
                 if all(_matches(fact.dims.get(f["field"]), f) for f in q.filters):
                     bucket = _bucket(day, q.granularity)
                     groups.setdefault((bucket, *(fact.dims[d] for d in q.dimensions)), []).append(fact)
