@@ -388,7 +388,7 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
             if since or until:
                 raise ValueError("--last cannot be combined with --since or --until")
             since, until = last_range(last, utc_today())
-        spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys)
+        spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys, history=True)
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose from: {', '.join(METRICS)}")
     except ValueError as exc:
@@ -404,6 +404,8 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
             raise BadArgument(str(exc)) from None
         if spec.breakdown and not result.rows and not _breakdown_archived(conn, spec.breakdown):
             click.echo(f"note: no {spec.breakdown} breakdown archived yet; add \"{spec.breakdown}\" to [sync] breakdowns", err=True)
+        if result.note:
+            click.echo(f"note: {result.note}", err=True)
         if fmt in ("pdf", "png"):
             _write_binary(conn, result, fmt, output, metric)
             return
