@@ -261,13 +261,14 @@ def demo(app: App, db_path: str | None) -> None:
     """
     import secrets
     import tempfile
+    from datetime import timedelta
     from pathlib import Path
 
     from etl.config import BASE_URL_ENV, DB_ENV, apply_env_overrides
     from etl.export import print_table
     from etl.query import ReportSpec, run_report
     from etl.render import status_lines
-    from etl.standin import StandIn
+    from etl.standin import Dataset, StandIn
     from etl.status import read_status
     from etl.sync import plan_backfill
     from etl.window import utc_today
@@ -278,7 +279,8 @@ def demo(app: App, db_path: str | None) -> None:
         db_path = str(Path(tmp.name) / "demo.db")
     key = "sk-or-v1-demo-" + secrets.token_hex(16)
     try:
-        with StandIn(management_key=key) as api:
+        # An account with more than a year of history: the Analytics API serves 365 days of it.
+        with StandIn(Dataset(anchor=utc_today(), first_key_age_days=400), management_key=key) as api:
             app.config = apply_env_overrides(
                 app.config, {BASE_URL_ENV: api.base_url, DB_ENV: f"sqlite:///{Path(db_path).resolve()}"}
             )
@@ -291,6 +293,10 @@ def demo(app: App, db_path: str | None) -> None:
         click.echo("Spend by model, last 30 days:")
         with engine.connect() as conn:
             print_table(run_report(conn, ReportSpec(("model",))), human=True, width=None if sys.stdout.isatty() else 250)
+            if report.analytics and report.analytics.days_archived:
+                click.echo("\nSpend by month, the year the Analytics API still held (recovered by the first sync):")
+                year = ReportSpec(("month",), since=(utc_today() - timedelta(days=365)).isoformat(), history=True)
+                print_table(run_report(conn, year), human=True, width=None if sys.stdout.isatty() else 250)
         engine.dispose()
         if tmp is None:
             click.echo(f"\nThe demo warehouse stays at {db_path}; try: OPENROUTER_ARCHIVE_DB=sqlite:///{db_path} openrouter-archive status")
