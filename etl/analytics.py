@@ -49,7 +49,7 @@ from etl import warehouse
 from etl.client import Fetched, OpenRouterClient
 from etl.config import SyncConfig
 from etl.db import upsert
-from etl.errors import ArchiveError, Interrupted, NotFoundError, PermissionDeniedError, TruncatedAnswerError
+from etl.errors import ArchiveError, BadRequestError, Interrupted, NotFoundError, PermissionDeniedError, TruncatedAnswerError
 from etl.schema import (
     ANALYTICS_AMOUNTS,
     ANALYTICS_COUNTS,
@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 LONG_REACH = 365
 SHORT_REACH = 31
 MAX_ROWS = 10_000
+MAX_REACH_SHORTFALL = 7  # days the API's reach may fall short of the nominal one before a 400 is an error
 WHOLE = "*"  # the subject of a series that one request covers entirely
 LABEL = "_label"  # internal column: the label dimension of a per-subject series
 
@@ -269,6 +270,8 @@ class _Fetch:
     subject: str  # WHOLE, or the subject's id
     first: date
     last: date
+    oldest: bool = False  # starts at the oldest day of the series' reach
+    shift: int = 0  # days the start was moved forward because OpenRouter no longer served them
     fetched: Fetched | None = None
     parsed: ParsedAnswer | None = None
     error: str | None = None
@@ -376,7 +379,7 @@ def _plan_series(engine: Engine, series: Series, subjects: list[str], today: dat
         for subject in subjects:
             have = _archived(conn, series.name, subject, first.isoformat(), last.isoformat())
             for start, end in runs(plan_days(today, series.reach, have, refetch_days)):
-                todo.append(_Fetch(series, subject, start, end))
+                todo.append(_Fetch(series, subject, start, end, oldest=start == first))
     return todo
 
 
@@ -404,6 +407,14 @@ def _fetch_series(
             job.fetched = client.analytics_query(query_body(series, job.first, job.last, limit, subject))
         except (PermissionDeniedError, NotFoundError) as exc:
             raise _unavailable(exc) from None
+        except BadRequestError as exc:
+            if job.oldest and job.first < job.last and job.shift < MAX_REACH_SHORTFALL:
+                # "About 365 days": the oldest day may already be gone. Start a day later;
+                # a day OpenRouter no longer serves is not a failure.
+                log.info("analytics %s: %s refused (%s); asking from %s", series.name, job.first, exc, job.first + timedelta(days=1))
+                return [job, _Fetch(series, job.subject, job.first + timedelta(days=1), job.last, oldest=True, shift=job.shift + 1)]
+            job.error = str(exc)
+            return [job]
         except Interrupted:
             raise
         except ArchiveError as exc:

@@ -91,10 +91,11 @@ def extend(conn: Connection, spec: Any, rows: list[dict[str, Any]], metrics: tup
         if spec.models and not any(fnmatch.fnmatchcase(model, p) for p in spec.models):
             continue
         key = tuple(_group_value(g, day, model, permaslug) for g in spec.group_by)
-        row = by_group.get(key)
-        if row is None:
-            row = by_group[key] = {**dict(zip(spec.group_by, key)), **{m: 0 for m in metrics}, "source": "analytics"}
-            rows.append(row)
+        found = by_group.get(key)
+        if found is None:
+            found = by_group[key] = {**dict(zip(spec.group_by, key)), **{m: 0 for m in metrics}, "source": "analytics"}
+            rows.append(found)
+        row = found
         elif row["source"] == "activity":
             row["source"] = "both"
         for metric, value in zip(PAIRS, values):

@@ -284,3 +284,15 @@ def test_string_counts_and_null_components_are_stored_exactly(dataset, warehouse
     assert query(warehouse_url, "SELECT count(*) FROM analytics_daily WHERE usage_web IS NOT NULL") == [(0,)]
     assert query(warehouse_url, "SELECT count(*) > 0 FROM analytics_daily WHERE usage_cache IS NULL") == [(1,)]
     assert query(warehouse_url, "SELECT typeof(request_count) FROM analytics_daily GROUP BY 1") == [("integer",)]
+
+
+def test_a_reach_shorter_than_365_days_is_followed(dataset, warehouse_url, tmp_path, monkeypatch, run):
+    # "About 365 days": when OpenRouter already dropped the oldest day, the sync starts later.
+    analytics = Analytics(dataset, long_reach=363)
+    with StandIn(dataset, management_key=KEY, analytics=analytics) as server:
+        use_server(server, warehouse_url, tmp_path, monkeypatch, 'analytics_series = ["account"]\n')
+        result = run("sync")
+    assert result.exit_code == 0, result.output
+    days = marks(warehouse_url, "account")
+    assert len(days) == 363 and days[0] == (TODAY - timedelta(days=363)).isoformat()
+    assert "analytics account: 363 day(s) archived in 3 request(s)" in result.stdout

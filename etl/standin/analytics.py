@@ -139,6 +139,9 @@ class Analytics:
     rate_limit: int = RATE_LIMIT
     rate_window: float = RATE_WINDOW
     clock: Callable[[], float] = time.monotonic
+    # How far back the data reaches (the live API says "about" 365 and 31 days).
+    long_reach: int = LONG_RANGE_DAYS
+    short_reach: int = SHORT_RANGE_DAYS
     served: int = 0  # queries and meta answered (not 429)
     rate_limited: int = 0  # 429s answered
     max_in_window: int = 0  # the most requests accepted within any `rate_window`
@@ -297,7 +300,7 @@ class Analytics:
     def query(self, body: Any, today: date) -> dict[str, Any]:
         """The answer to one query body (a parsed JSON object), or QueryError."""
         started = time.perf_counter()
-        q = _parse(body, today)
+        q = _parse(body, today, self.long_reach, self.short_reach)
         warnings = self._unresolved(q.filters)
         groups: dict[tuple[Any, ...], list[Fact]] = {}
         # An `eq` filter narrows each day to the facts of that value (the usual per-subject query).
@@ -435,7 +438,7 @@ def _parse_time(text: Any, what: str) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
-def _parse(body: Any, today: date) -> _Query:
+def _parse(body: Any, today: date, long_reach: int = LONG_RANGE_DAYS, short_reach: int = SHORT_RANGE_DAYS) -> _Query:
     if not isinstance(body, dict):
         raise _bad("Invalid request parameters: expected a JSON object")
     metrics = body.get("metrics")
@@ -491,7 +494,7 @@ def _parse(body: Any, today: date) -> _Query:
     short = any(m in SHORT_METRICS for m in metrics) or any(d in SHORT_DIMENSIONS for d in dimensions) or any(
         f["field"] in SHORT_DIMENSIONS for f in filters
     )
-    reach = SHORT_RANGE_DAYS if short else LONG_RANGE_DAYS
+    reach = short_reach if short else long_reach
     if start < midnight - timedelta(days=reach):
         what = "provider, latency and other per-request data are" if short else "analytics data is"
         raise _bad(f"time_range.start is too far back: {what} kept for {reach} days")
