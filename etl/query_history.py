@@ -83,19 +83,18 @@ def extend(conn: Connection, spec: Any, rows: list[dict[str, Any]], metrics: tup
         why = f"group {', '.join(unsupported)}" if unsupported else "a provider filter"
         return rows, f"{first} .. {last} are in the Analytics API history only, which cannot give {why}: those days are left out"
     names = model_map(conn)
-    for row in rows:
-        row["source"] = "activity"
+    for current in rows:
+        current["source"] = "activity"
     by_group = {tuple(r[g] for g in spec.group_by): r for r in rows}
     for day, permaslug, variant, *values in history:
         model = names.get((permaslug, variant or "standard"), permaslug)
         if spec.models and not any(fnmatch.fnmatchcase(model, p) for p in spec.models):
             continue
         key = tuple(_group_value(g, day, model, permaslug) for g in spec.group_by)
-        found = by_group.get(key)
-        if found is None:
-            found = by_group[key] = {**dict(zip(spec.group_by, key)), **{m: 0 for m in metrics}, "source": "analytics"}
-            rows.append(found)
-        row = found
+        row = by_group.get(key)
+        if row is None:
+            row = by_group[key] = {**dict(zip(spec.group_by, key)), **{m: 0 for m in metrics}, "source": "analytics"}
+            rows.append(row)
         elif row["source"] == "activity":
             row["source"] = "both"
         for metric, value in zip(PAIRS, values):
