@@ -163,6 +163,8 @@ def _run_and_report(
     click.echo(describe_report(report))
     for breakdown in report.breakdowns:
         click.echo(breakdown.describe())
+    for line in report.analytics.describe() if report.analytics else []:
+        click.echo(line)
     if report.error:
         raise ArchiveError(report.error)
     return report
@@ -281,13 +283,14 @@ def demo(app: App, db_path: str | None) -> None:
     """
     import secrets
     import tempfile
+    from datetime import timedelta
     from pathlib import Path
 
     from etl.config import BASE_URL_ENV, DB_ENV, apply_env_overrides
     from etl.export import print_table
     from etl.query import ReportSpec, run_report
     from etl.render import status_lines
-    from etl.standin import StandIn
+    from etl.standin import Dataset, StandIn
     from etl.status import read_status
     from etl.sync import plan_backfill
     from etl.window import utc_today
@@ -300,7 +303,8 @@ def demo(app: App, db_path: str | None) -> None:
     _refuse_unless_demo(target)  # before taking a lock beside someone's archive
     key = "sk-or-v1-demo-" + secrets.token_hex(16)
     try:
-        with StandIn(management_key=key) as api:
+        # An account with more than a year of history: the Analytics API serves 365 days of it.
+        with StandIn(Dataset(anchor=utc_today(), first_key_age_days=400), management_key=key) as api:
             app.config = apply_env_overrides(app.config, {BASE_URL_ENV: api.base_url, DB_ENV: f"sqlite:///{target}"})
             click.echo(f"Demo: a simulated OpenRouter account at {api.base_url}, warehouse {db_path}\n")
             report = _run_and_report(
@@ -313,6 +317,10 @@ def demo(app: App, db_path: str | None) -> None:
         click.echo("Spend by model, last 30 days:")
         with engine.connect() as conn:
             print_table(run_report(conn, ReportSpec(("model",))), human=True, width=None if sys.stdout.isatty() else 250)
+            if report.analytics and report.analytics.days_archived:
+                click.echo("\nSpend by month, the year the Analytics API still held (recovered by the first sync):")
+                year = ReportSpec(("month",), since=(utc_today() - timedelta(days=365)).isoformat(), history=True)
+                print_table(run_report(conn, year), human=True, width=None if sys.stdout.isatty() else 250)
         engine.dispose()
         if tmp is None:
             click.echo(f"\nThe demo warehouse stays at {db_path}; try: OPENROUTER_ARCHIVE_DB=sqlite:///{db_path} openrouter-archive status")
@@ -459,7 +467,7 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
             if since or until:
                 raise ValueError("--last cannot be combined with --since or --until")
             since, until = last_range(last, utc_today())
-        spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys)
+        spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys, history=True)
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose from: {', '.join(METRICS)}")
     except ValueError as exc:
@@ -475,6 +483,8 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
             raise BadArgument(str(exc)) from None
         if spec.breakdown and not result.rows and not _breakdown_archived(conn, spec.breakdown):
             click.echo(f"note: no {spec.breakdown} breakdown archived yet; add \"{spec.breakdown}\" to [sync] breakdowns", err=True)
+        if result.note:
+            click.echo(f"note: {result.note}", err=True)
         if fmt in ("pdf", "png"):
             _write_binary(conn, result, fmt, output, metric)
             return

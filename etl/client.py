@@ -213,9 +213,24 @@ class OpenRouterClient:
             keys.extend(data)
         raise InvalidResponseError(f"GET /keys: still more keys after {max_pages} pages; giving up")
 
+    def analytics_meta(self) -> Fetched:
+        """``GET /analytics/meta``: the metrics, dimensions, operators and granularities on offer."""
+        return self.get("analytics/meta", {})
+
+    def analytics_query(self, body: Mapping[str, Any]) -> Fetched:
+        """``POST /analytics/query`` with a JSON body; same retries and deadlines as ``get``.
+
+        ``Fetched.params`` holds the body as canonical JSON under ``query``, so that the raw
+        archive records which query an answer belongs to.
+        """
+        return self._request("POST", "analytics/query", {}, dict(body))
+
     # -- machinery -------------------------------------------------------------------------
 
     def get(self, path: str, params: Mapping[str, str]) -> Fetched:
+        return self._request("GET", path, params)
+
+    def _request(self, method: str, path: str, params: Mapping[str, str], json_body: dict[str, Any] | None = None) -> Fetched:
         policy = self._retry
         stops: list[stop_base] = [stop_before_delay(policy.max_total_seconds), stop_when_event_set(self._stop)]
         if policy.max_attempts:
@@ -232,15 +247,15 @@ class OpenRouterClient:
         try:
             for attempt in retrying:
                 with attempt:
-                    fetched = self._attempt(path, dict(params))
+                    fetched = self._attempt(path, dict(params), method, json_body)
                     return Fetched(**{**fetched.__dict__, "attempts": attempt.retry_state.attempt_number})
         except _Retryable as exc:
             if self._stop.is_set():
-                raise Interrupted(f"GET /{path} interrupted while retrying ({exc})") from None
+                raise Interrupted(f"{method} /{path} interrupted while retrying ({exc})") from None
             n = retrying.statistics.get("attempt_number", 1)
             elapsed = time.monotonic() - started
             raise TransientAPIError(
-                f"GET /{path} failed after {n} attempt(s) in {elapsed:.1f}s ({self._why_stopped(exc, n, elapsed)}); last error: {exc}",
+                f"{method} /{path} failed after {n} attempt(s) in {elapsed:.1f}s ({self._why_stopped(exc, n, elapsed)}); last error: {exc}",
                 status=exc.status,
                 api_message=exc.api_message,
             ) from None
@@ -272,11 +287,11 @@ class OpenRouterClient:
         left = max(0.0, policy.max_total_seconds - (state.seconds_since_start or 0.0) - wait)
         log.warning("%s; retrying in %.1fs (attempt %d%s; %.0fs of the retry budget left)", exc, wait, state.attempt_number + 1, of, left)
 
-    def _attempt(self, path: str, params: dict[str, str]) -> Fetched:
-        what = f"GET /{path}" + (f"?{httpx.QueryParams(params)}" if params else "")
+    def _attempt(self, path: str, params: dict[str, str], method: str = "GET", json_body: dict[str, Any] | None = None) -> Fetched:
+        what = f"{method} /{path}" + (f"?{httpx.QueryParams(params)}" if params else "")
         self._check_stop(what)
         try:
-            with self._guard.attempt(self._timeout) as deadline, self._http.stream("GET", path, params=params) as response:
+            with self._guard.attempt(self._timeout) as deadline, self._http.stream(method, path, params=params, json=json_body) as response:
                 if response.status_code != 200:
                     response.read()
                     raise self._status_error(what, response)
@@ -293,6 +308,8 @@ class OpenRouterClient:
         except ValueError as exc:
             # An edge proxy can answer 200 with an HTML page; worth another attempt.
             raise _Retryable(f"{what}: the body is not JSON ({_short(exc)}): {_snippet(body)}") from None
+        if json_body is not None:
+            params = {**params, "query": json.dumps(json_body, sort_keys=True, separators=(",", ":"))}
         return Fetched(path, params, 200, content_type, body, document, datetime.now(timezone.utc))
 
     def _check_stop(self, what: str) -> None:

@@ -27,6 +27,8 @@ APP_NAME = "openrouter-archive"
 CONFIG_ENV = "OPENROUTER_ARCHIVE_CONFIG"
 BASE_URL_ENV = "OPENROUTER_BASE_URL"
 DB_ENV = "OPENROUTER_ARCHIVE_DB"
+# "off" (or 0/false/no) turns the Analytics API off whatever [sync] analytics_series says.
+ANALYTICS_ENV = "OPENROUTER_ARCHIVE_ANALYTICS"
 
 
 def _setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
@@ -57,6 +59,7 @@ class WarehouseConfig:
 
 
 BREAKDOWNS = ("key", "workspace", "member")
+ANALYTICS_SERIES = ("account", "provider", "key", "app", "member", "workspace")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ class SyncConfig:
     members: tuple[str, ...] = ()
     concurrency: int = _setting(4, ge=1, le=32)
     pacing_seconds: float = _setting(0.0, ge=0)
+    # The Analytics API (about 365 days of history): "account" (model x variant) and
+    # "provider" (31 days, latency) by default; "key", "app", "member" (uses `members`),
+    # "workspace" cost one request per subject. [] turns it off.
+    analytics_series: tuple[str, ...] = field(default=("account", "provider"), metadata={"choices": ANALYTICS_SERIES})
+    analytics_requests_per_minute: int = _setting(64, ge=1, le=10_000)
+    analytics_row_limit: int = _setting(10_000, ge=1, le=10_000)
 
 
 @dataclass(frozen=True)
@@ -228,6 +237,8 @@ def apply_env_overrides(config: Config, env: Mapping[str, str]) -> Config:
         config = replace(config, openrouter=replace(config.openrouter, base_url=env[BASE_URL_ENV]))
     if env.get(DB_ENV):
         config = replace(config, warehouse=replace(config.warehouse, url=env[DB_ENV]))
+    if env.get(ANALYTICS_ENV, "").strip().lower() in ("off", "0", "false", "no"):
+        config = replace(config, sync=replace(config.sync, analytics_series=()))
     return config
 
 

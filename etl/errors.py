@@ -67,3 +67,7 @@ class WarehouseError(ArchiveError):
 
 class Interrupted(ArchiveError):
     """A stop was requested (SIGTERM, SIGINT); no day was left half-written."""
+
+
+class TruncatedAnswerError(InvalidResponseError):
+    """An analytics answer cut at its row limit (``truncated: true``): never stored as complete."""

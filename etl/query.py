@@ -78,6 +78,7 @@ class ReportSpec:
     sort: str | None = None  # a metric, or "group"; None: chronological for time groups, else by spend
     ascending: bool = False
     keys: tuple[str, ...] = ()  # API key names (exact or glob); reads the per-key breakdown
+    history: bool = False  # also the Analytics API's history for days /activity's archive lacks (etl/query_history.py)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.group_by) <= 2:
@@ -121,10 +122,12 @@ class Report:
     spec: ReportSpec
     rows: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None  # what the report could not say, or where rows came from
 
     @property
     def columns(self) -> list[str]:
-        return [*self.spec.group_by, *METRICS]
+        sourced = bool(self.rows) and "source" in self.rows[0]
+        return [*self.spec.group_by, *METRICS, *(["source"] if sourced else [])]
 
 
 # -- parsing helpers (pure) ---------------------------------------------------------------
@@ -241,10 +244,15 @@ def run_report(conn: Connection, spec: ReportSpec) -> Report:
     if "key" in spec.group_by:  # rows show the key's name, not its hash
         for row in rows:
             row["key"] = names.get(row["key"], row["key"])
+    note = None
+    if spec.history:
+        from etl.query_history import extend
+
+        rows, note = extend(conn, spec, rows, tuple(METRICS))
     totals = sum_rows(rows)
     if spec.top is not None:
         rows = fold_top(rows, spec.group_by, spec.top, spec.sort_metric)
-    return Report(spec, order_rows(rows, spec), totals)
+    return Report(spec, order_rows(rows, spec), totals, note)
 
 
 def sum_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -273,6 +281,8 @@ def fold_top(rows: list[dict[str, Any]], group_by: Sequence[str], top: int, metr
         other = folded.setdefault(key, {**dict(zip(group_by[:-1], key)), last: OTHER, **{m: 0 for m in METRICS}})
         for m in METRICS:
             other[m] += row[m]
+        if "source" in row:  # reports across both sources say where each row came from
+            other["source"] = row["source"] if other.get("source") in (None, row["source"]) else "both"
     return kept + list(folded.values())
 
 

@@ -130,6 +130,9 @@ def status_lines(s: ArchiveStatus) -> list[str]:
             lines.append(f"              {m['date']} {m['metric']}: account {m['account']}, per-{name} sum {m['breakdown_sum']} ({m['difference']:+})")
         if len(bad) > 8:
             lines.append(f"              … {len(bad) - 8} more (status --json lists them all)")
+    from etl.status_analytics import lines as analytics_lines
+
+    lines += analytics_lines(s.analytics, s.reconciliation)
     if s.integrity is not None:
         lines.append("integrity     ok (quick_check)")
     if s.problems:

@@ -251,3 +251,86 @@ ACTIVITY_METRICS = (
     "cached_tokens",
 )
 ACTIVITY_ATTRIBUTES = ("model", "model_permaslug", "provider_name")
+
+
+# -- the Analytics API (POST /analytics/query), migration 0005 -------------------------------
+# Long-range metrics (about 365 days): costs in USD (NULL where OpenRouter says a component
+# does not apply), then whole counts.
+ANALYTICS_AMOUNTS = (
+    "total_usage", "credits_usage", "byok_usage", "usage_upstream", "usage_cache", "usage_data", "usage_web", "usage_upstream_web",
+)
+ANALYTICS_COUNTS = (
+    "request_count", "byok_request_count", "tokens_prompt", "tokens_completion", "tokens_total", "reasoning_tokens", "cached_tokens",
+)
+ANALYTICS_METRICS = ANALYTICS_AMOUNTS + ANALYTICS_COUNTS
+# The 31-day series by model x provider: spend, requests, tokens, latency (ms), throughput.
+PROVIDER_AMOUNTS = ("total_usage", "credits_usage", "byok_usage")
+PROVIDER_COUNTS = ("request_count", "tokens_prompt", "tokens_completion")
+PROVIDER_MEASURES = ("avg_latency", "p50_latency", "p90_latency", "p99_latency", "avg_throughput")
+PROVIDER_METRICS = PROVIDER_AMOUNTS + PROVIDER_COUNTS + PROVIDER_MEASURES
+
+# Every long-range series in one table: `series` is account | key | app | member | workspace,
+# `subject` the stable identity within it ('*' for the account, the key hash, the member's
+# user id, the workspace UUID; for apps the title, as the API gives no app id). `variant` is
+# split for the account series only ('' where the series has no variant dimension).
+analytics_daily = Table(
+    "analytics_daily",
+    metadata,
+    Column("series", String(20), primary_key=True),
+    Column("subject", String(200), primary_key=True),
+    Column("date", String(10), primary_key=True),
+    Column("model", String(200), primary_key=True),  # the permaslug
+    Column("variant", String(100), primary_key=True),
+    *(Column(name, Float) for name in ANALYTICS_AMOUNTS),
+    *(Column(name, BigInteger, nullable=False) for name in ANALYTICS_COUNTS),
+    Column("first_archived_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "series", "date"),
+    Index(None, "model", "date"),
+)
+
+analytics_provider_daily = Table(
+    "analytics_provider_daily",
+    metadata,
+    Column("date", String(10), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("provider", String(200), primary_key=True),
+    *(Column(name, Float) for name in PROVIDER_AMOUNTS),
+    *(Column(name, BigInteger, nullable=False) for name in PROVIDER_COUNTS),
+    *(Column(name, Float) for name in PROVIDER_MEASURES),
+    Column("first_archived_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "provider", "date"),
+)
+
+# One row per (series, subject, day) fetched, also without activity: an empty day is never a
+# gap. Series that one request covers for every subject (account, app, provider) use '*'.
+archived_analytics_days = Table(
+    "archived_analytics_days",
+    metadata,
+    Column("series", String(20), primary_key=True),
+    Column("subject", String(200), primary_key=True),
+    Column("date", String(10), primary_key=True),
+    Column("row_count", Integer, nullable=False),
+    Column("first_archived_at", UTCDateTime, nullable=False),
+    Column("last_fetched_at", UTCDateTime, nullable=False),
+    Column("run_id", Integer, ForeignKey("sync_runs.id")),
+    Column("raw_response_id", Integer, ForeignKey("raw_responses.id")),
+)
+
+# Display labels as the API last gave them (key name, member name or email, workspace name):
+# names that may change, beside the stable ids the series are stored under.
+analytics_labels = Table(
+    "analytics_labels",
+    metadata,
+    Column("series", String(20), primary_key=True),
+    Column("subject", String(200), primary_key=True),
+    Column("label", String(1000), nullable=False),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+)
+
+analytics_daily_history = _history_table(analytics_daily)
+analytics_provider_daily_history = _history_table(analytics_provider_daily)
+HISTORY_TABLES[analytics_daily.name] = analytics_daily_history
+HISTORY_TABLES[analytics_provider_daily.name] = analytics_provider_daily_history

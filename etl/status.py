@@ -34,6 +34,9 @@ from etl.schema import (
     sync_runs,
 )
 from etl.config import HealthConfig
+from etl.status_analytics import coverage as analytics_coverage
+from etl.status_analytics import problems as analytics_problems
+from etl.status_analytics import reconcile
 from etl.window import WINDOW_DAYS, completed_window, days_between
 
 
@@ -243,6 +246,8 @@ class ArchiveStatus:
     history: dict[str, dict[str, Any]] = field(default_factory=dict)  # superseded versions per table
     miscounted_days: list[dict[str, Any]] = field(default_factory=list)
     integrity: list[str] | None = None  # quick_check's findings ([] = ok); None = not checked
+    analytics: dict[str, dict[str, Any]] = field(default_factory=dict)  # per series: days held, gaps
+    reconciliation: dict[str, Any] = field(default_factory=dict)  # /activity vs the Analytics API
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -285,6 +290,7 @@ def read_status(engine: Engine, today: date, health: HealthConfig | None = None,
         status.last_day, status.pending, today, health.stale_after_days, health.window_margin_days, status.lost
     )
     status.problems += describe_miscounts(status.miscounted_days, status.schema_revision)
+    status.problems += analytics_problems(status.reconciliation)
     return status
 
 
@@ -338,6 +344,8 @@ def _read(engine: Engine, today: date) -> ArchiveStatus:
         if status.schema_revision >= "0004":
             status.history = history_counts(conn)
         status.miscounted_days = miscounted_days(conn, status.schema_revision)
+        if status.schema_revision >= "0005":
+            status.analytics, status.reconciliation = analytics_coverage(conn, today), reconcile(conn)
         snap = conn.execute(select(credits_snapshots).order_by(credits_snapshots.c.id.desc()).limit(1)).mappings().first()
         if snap:
             status.credits = {

@@ -34,6 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl import warehouse
+from etl.analytics import AnalyticsResult
 from etl.breakdowns import BreakdownResult, details_json, run_breakdowns
 from etl.client import Fetched, OpenRouterClient
 from etl.config import SyncConfig
@@ -101,13 +102,15 @@ class SyncReport:
     interrupted: bool = False
     breakdowns: list[BreakdownResult] = field(default_factory=list)
     evidence: WindowEvidence = field(default_factory=WindowEvidence)
+    analytics: AnalyticsResult | None = None
 
     @property
     def ok(self) -> bool:
         """Every planned day archived, or not served by the API yet (nothing is lost: it stays
         to fetch). A day the API no longer serves is not ok: it is lost."""
         settled = {o.day for o in self.outcomes if o.status in ("archived", "not_served")}
-        return self.error is None and settled >= set(self.planned) and all(b.ok for b in self.breakdowns)
+        analytics_ok = self.analytics is None or self.analytics.ok
+        return self.error is None and settled >= set(self.planned) and all(b.ok for b in self.breakdowns) and analytics_ok
 
     def days(self, status: DayStatus) -> list[str]:
         return sorted(o.day for o in self.outcomes if o.status == status)
@@ -184,6 +187,8 @@ def run_sync(
                 report.error = f"breakdowns: {exc}"
                 report.interrupted = isinstance(exc, Interrupted)
             report.interrupted = report.interrupted or stop.is_set()
+        if settings is not None and settings.analytics_series and report.error is None:
+            _archive_analytics(engine, client, settings, report, days, today, now, stop)
     except BaseException as exc:
         # Ctrl-C (KeyboardInterrupt) or a bug: record how the run ended, then let it go on.
         # Days already committed stay; the day being written rolled back.
@@ -222,6 +227,23 @@ class _Writer:
     def outcome(self, outcome: DayOutcome) -> None:
         self.report.outcomes.append(outcome)
         self.on_day(outcome)
+
+
+def _archive_analytics(
+    engine: Engine, client: OpenRouterClient, settings: SyncConfig, report: SyncReport, days: list[date],
+    today: date, now: Callable[[], datetime], stop: threading.Event,
+) -> None:
+    """The Analytics API's series (etl/analytics.py); a backfill of the whole window refetches their whole reach."""
+    from etl.analytics import run_analytics
+
+    whole = report.trigger in ("backfill", "demo") and len(days) >= len(days_between(*completed_window(today)))
+    refetch = None if whole else (len(days) if report.trigger in ("backfill", "demo") else settings.refetch_days)
+    try:
+        with _writing(engine):
+            report.analytics = run_analytics(engine, client, settings, today, refetch_days=refetch, run_id=report.run_id, now=now, stop=stop)
+    except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
+        report.error = f"analytics: {exc}"
+        report.interrupted = isinstance(exc, Interrupted)
 
 
 def _fetch_and_load(
@@ -346,12 +368,13 @@ def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[]
         outcome = "ok"
     elif report.interrupted:
         outcome = "interrupted"
-    elif report.archived or any(b.days_archived for b in report.breakdowns):
+    elif report.archived or any(b.days_archived for b in report.breakdowns) or (report.analytics and report.analytics.days_archived):
         outcome = "partial"
     else:
         outcome = "failed"
     errors = [f"{o.day}: {o.error}" for o in failed if o.error and o.error != report.error]
     errors += [e for b in report.breakdowns for e in b.errors]
+    errors += [e for s in (report.analytics.series if report.analytics else []) for e in s.errors]
     error = "; ".join(([report.error] if report.error else []) + errors) or None
     try:
         warehouse.finish_run(
@@ -366,7 +389,9 @@ def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[]
             rows_inserted=report.total("inserted"),
             rows_updated=report.total("updated"),
             rows_unchanged=report.total("unchanged"),
-            details=details_json(report.breakdowns, window=_window_details(report)),
+            details=details_json(
+                report.breakdowns, window=_window_details(report), analytics=report.analytics.as_dict() if report.analytics else None
+            ),
         )
     except SQLAlchemyError as exc:  # the days themselves are already committed
         log.error("could not record the end of run %d: %s", report.run_id, describe_failure(exc, str(engine.url)))

@@ -56,10 +56,11 @@ def diff_rows(
     existing: Mapping[tuple[str, ...], Sequence[Any]],
     incoming: Iterable[Mapping[str, Any]],
     key: Sequence[str] = ("endpoint_id",),
+    compared: Sequence[str] = _COMPARED,
 ) -> RowDiff:
     """Classify incoming rows against existing ones of the same day and scope.
 
-    ``existing`` maps the values of ``key`` to the values of ``_COMPARED`` in that order.
+    ``existing`` maps the values of ``key`` to the values of ``compared`` in that order.
     """
     inserted: list[dict[str, Any]] = []
     updated: list[dict[str, Any]] = []
@@ -71,7 +72,7 @@ def diff_rows(
         old = existing.get(ident)
         if old is None:
             inserted.append(dict(row))
-        elif tuple(old) != tuple(row[c] for c in _COMPARED):
+        elif tuple(old) != tuple(row[c] for c in compared):
             updated.append(dict(row))
         else:
             unchanged += 1
@@ -96,31 +97,35 @@ def save_rows(
     rows: Sequence[Mapping[str, Any]],
     *,
     now: datetime,
-    scope: Mapping[str, str] | None = None,
+    scope: Mapping[str, str | tuple[str, ...]] | None = None,
     key: Sequence[str] = ("endpoint_id",),
     run_id: int | None = None,
     raw_response_id: int | None = None,
+    compared: Sequence[str] = _COMPARED,
 ) -> DayWrite:
     """Make ``table``'s rows of ``day`` (within ``scope``) exactly ``rows``, keeping history.
 
-    ``key`` identifies a row within the scope; ``run_id`` and ``raw_response_id`` name the
-    fetch that superseded the versions moved to the history table.
+    A scope value may be a tuple: the rows of all those values at once (the rows themselves
+    then carry the column). ``key`` identifies a row within the scope; ``compared`` are the value columns (those of
+    ``activity`` by default); ``run_id`` and ``raw_response_id`` name the fetch that
+    superseded the versions moved to the history table.
     """
     scope = scope or {}
-    where = [table.c.date == day, *(table.c[c] == v for c, v in scope.items())]
+    where = [table.c.date == day, *(table.c[c].in_(v) if isinstance(v, tuple) else table.c[c] == v for c, v in scope.items())]
+    fixed = {c: v for c, v in scope.items() if not isinstance(v, tuple)}
     existing = {
         tuple(r[: len(key)]): r[len(key) :]
-        for r in conn.execute(select(*(table.c[k] for k in key), *(table.c[c] for c in _COMPARED)).where(*where))
+        for r in conn.execute(select(*(table.c[k] for k in key), *(table.c[c] for c in compared)).where(*where))
     }
-    diff = diff_rows(existing, rows, key)
+    diff = diff_rows(existing, rows, key, compared)
     revised = [tuple(r[k] for k in key) for r in diff.updated]
     if revised or diff.vanished:
         _supersede(conn, table, where, key, revised, diff.vanished, now, run_id, raw_response_id)
     changed = diff.inserted + diff.updated
     if changed:
         pk = [c.name for c in table.primary_key.columns]
-        stmt = upsert(conn.engine, table, pk, (*_COMPARED, "updated_at"))
-        conn.execute(stmt, [{**r, **scope, "date": day, "first_archived_at": now, "updated_at": now} for r in changed])
+        stmt = upsert(conn.engine, table, pk, (*compared, "updated_at"))
+        conn.execute(stmt, [{**r, **fixed, "date": day, "first_archived_at": now, "updated_at": now} for r in changed])
     return DayWrite(day, len(rows), len(diff.inserted), len(diff.updated), diff.unchanged, len(diff.vanished))
 
 

@@ -1021,6 +1021,68 @@ def demo_refusal() -> CheckRow:
     )
 
 
+# -- issue 10: a year of history from the Analytics API ------------------------------------
+
+
+def expected_analytics(analytics: Any, first: Any, last: Any) -> dict[tuple[str, str, str], tuple[float, float, int, int]]:
+    """(date, model, variant) -> (credits_usage, byok_usage, request_count, tokens_prompt), from the generator's facts."""
+    out: dict[tuple[str, str, str], list[Any]] = {}
+    day = first
+    while day <= last:
+        for fact in analytics.facts(day):
+            row = out.setdefault((day.isoformat(), fact.dims["model"], fact.dims["variant"]), [0.0, 0.0, 0, 0])
+            for i, name in enumerate(("credits_usage", "byok_usage", "request_count", "tokens_prompt")):
+                row[i] += fact.values[name]
+        day += timedelta(days=1)
+    return {k: (v[0], v[1], v[2], v[3]) for k, v in out.items()}
+
+
+@exactness_check
+def year_of_history_recovered() -> CheckRow:
+    """A first sync on an empty warehouse recovers the Analytics API's whole year, split where truncated.
+
+    The row limit is lowered (`analytics_row_limit`) so that the year cannot come in one
+    answer: truncated answers must be split and never stored. Every (day, model, variant)
+    value must equal what the stand-in generates; every day of the year must be marked.
+    """
+    today = utc_today()
+    dataset = Dataset(seed=5, endpoints_per_day=6, first_key_age_days=400, anchor=today)
+    config = FAST_RETRIES.format(attempts=3, timeout=10, max_mb=128) + "[sync]\nanalytics_row_limit = 1000\n"
+    first, last = today - timedelta(days=365), today - timedelta(days=1)
+    with tempfile.TemporaryDirectory(prefix="history-") as tmp, StandIn(dataset, management_key=KEY) as api:
+        folder, db = Path(tmp), Path(tmp) / "archive.db"
+        proc = cli(folder, db, api, "sync", config=config)
+        out, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            return CheckRow("a year of history on day one", "first sync", f"FAILED: {err.strip()[-200:]}", ok=False)
+        status = cli(folder, db, api, "status", "--check", config=config)
+        status_out, _ = status.communicate(timeout=120)
+        expected = expected_analytics(api.analytics, first, last)
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            stored = {
+                tuple(r[:3]): tuple(r[3:])
+                for r in conn.execute("SELECT date, model, variant, credits_usage, byok_usage, request_count, tokens_prompt "
+                                      "FROM analytics_daily WHERE series = 'account'")
+            }
+            marked = {d for (d,) in conn.execute("SELECT date FROM archived_analytics_days WHERE series = 'account'")}
+            answers = conn.execute("SELECT count(*) FROM raw_responses WHERE endpoint = 'analytics/query'").fetchone()[0]
+    lost = sum(1 for k, v in expected.items() if k not in stored or any(abs(a - b) > 1e-9 for a, b in zip(v, stored[k])))
+    extra = len(set(stored) - set(expected))
+    split = next((line for line in out.splitlines() if line.startswith("analytics account")), "")
+    minimum = -(-len(expected) // 1000)
+    return CheckRow(
+        check="a year of history on day one (Analytics API)",
+        tried=f"first sync on an empty warehouse, {len(expected):,} (day, model, variant) rows over 365 days, at most 1,000 rows an answer",
+        result=(
+            f"`{split.split(';')[0]}`; {len(marked)} of 365 days marked; {len(expected) - lost:,} of {len(expected):,} values equal the "
+            f"stand-in's, {extra} extra; {answers} answer(s) stored for a minimum of {minimum} (+1 for the provider series); "
+            f"status --check exit {status.returncode} ({'reconciled' if 'agree per day and model' in status_out else 'NOT reconciled'})"
+        ),
+        rows_lost=lost,
+        ok=lost == 0 and extra == 0 and len(marked) == 365 and status.returncode == 0 and answers <= 1.5 * minimum + 2,
+    )
+
+
 # -- the report ---------------------------------------------------------------------------
 
 

@@ -32,6 +32,9 @@ def _isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     for name in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL", "OPENROUTER_ARCHIVE_DB", "OPENROUTER_ARCHIVE_CONFIG"):
         monkeypatch.delenv(name, raising=False)
+    # The Analytics API (on by default) is off here, so that tests of /activity count only
+    # /activity's requests and faults; tests/test_analytics_*.py turn it on.
+    monkeypatch.setenv("OPENROUTER_ARCHIVE_ANALYTICS", "off")
 
 
 KEY = "sk-or-v1-test-management-5f2c0c4b9e1d4a7f8b3e6d2a1c0f9e8d"

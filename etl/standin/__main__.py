@@ -17,6 +17,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--seed", type=int, default=42, help="data seed (same seed, same data)")
     parser.add_argument("--keys", type=int, default=3, help="number of API keys in the fake account")
+    parser.add_argument("--history-days", type=int, default=150, help="age of the oldest key: how far back the account has history")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before every answer")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail (0..1)")
     parser.add_argument(
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
     kinds = [kind.strip() for kind in args.fault_kinds.split(",") if kind.strip()] or None
     standin = StandIn(
-        Dataset(seed=args.seed, keys=args.keys),
+        Dataset(seed=args.seed, keys=args.keys, first_key_age_days=args.history_days),
         host=args.host,
         port=args.port,
         management_key=args.management_key,

@@ -300,11 +300,11 @@ def _user_id(seed: int, index: int) -> str:
     return "user_" + "".join(rng.choice(_ALNUM) for _ in range(27))
 
 
-def _key_age_days(index: int) -> int:
+def _key_age_days(index: int, first_age: int = 150) -> int:
     # The second key is created inside the window so that archivers meet a key
     # whose history starts mid-window; the others predate the window.
     if index == 0:
-        return 150
+        return first_age
     if index == 1:
         return 12
     return 60 + 15 * index
@@ -315,11 +315,11 @@ def _key_limits(index: int) -> tuple[float | None, str | None]:
 
 
 def _build_key(
-    seed: int, index: int, count: int, anchor: date, workspace_ids: list[str], user_ids: list[str]
+    seed: int, index: int, count: int, anchor: date, workspace_ids: list[str], user_ids: list[str], first_age: int = 150
 ) -> KeyInfo:
     rng = stable_rng(seed, "key", index)
     secret = "sk-or-v1-" + hashlib.sha256(f"standin|{seed}|{index}".encode()).hexdigest()
-    created_day = anchor - timedelta(days=_key_age_days(index))
+    created_day = anchor - timedelta(days=_key_age_days(index, first_age))
     created_at = datetime.combine(
         created_day, time(rng.randint(7, 20), rng.randint(0, 59), rng.randint(0, 59)), tzinfo=timezone.utc
     )
@@ -449,9 +449,11 @@ class Dataset:
         workspaces: int = 2,
         *,
         anchor: date | None = None,
+        first_key_age_days: int = 150,
+        users: int = 2,
     ) -> None:
-        if keys < 1 or workspaces < 1:
-            raise ValueError("a dataset needs at least one key and one workspace")
+        if keys < 1 or workspaces < 1 or users < 1:
+            raise ValueError("a dataset needs at least one key, one workspace and one user")
         self.seed = seed
         self.endpoints: tuple[Endpoint, ...] = _catalogue(endpoints_per_day)
         self._endpoints_by_id = {endpoint.id: endpoint for endpoint in self.endpoints}
@@ -459,9 +461,12 @@ class Dataset:
         self.empty_day_every = empty_day_every
         self.anchor = anchor or datetime.now(timezone.utc).date()
         self.workspace_ids = [str(uuid.uuid5(_NAMESPACE, f"workspace|{seed}|{i}")) for i in range(workspaces)]
-        self.user_ids = [_user_id(seed, i) for i in range(2)]
+        # `first_key_age_days` (the oldest key's age) sets how far back the account has any
+        # history: the Analytics API serves up to 365 days of it.
+        self.user_ids = [_user_id(seed, i) for i in range(users)]
         self.api_keys: tuple[KeyInfo, ...] = tuple(
-            _build_key(seed, i, keys, self.anchor, self.workspace_ids, self.user_ids) for i in range(keys)
+            _build_key(seed, i, keys, self.anchor, self.workspace_ids, self.user_ids, first_key_age_days)
+            for i in range(keys)
         )
         self._revisions: dict[date, int] = {}
         # (day, endpoint_id, key hash or None for every key) -> field overrides, or None: dropped

@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, NamedTuple, Sequence
 from urllib.parse import parse_qs, urlsplit
 
+from etl.standin.analytics import Analytics, QueryError
 from etl.standin.data import (
     DEMO_INFERENCE_KEY,
     DEMO_MANAGEMENT_KEY,
@@ -319,6 +320,7 @@ class StandIn:
         fault_kinds: Sequence[str | Fault] | None = None,
         fault_seed: int = 0,
         clock_offset_days: int = 0,
+        analytics: Analytics | None = None,
     ) -> None:
         if date_style not in ("plain", "live", "mixed"):
             raise ValueError(f"date_style must be plain, live or mixed, not {date_style!r}")
@@ -331,6 +333,8 @@ class StandIn:
         # rule) is its clock moved by this many days; settable while running.
         self.clock_offset_days = clock_offset_days
         self.dataset = dataset if dataset is not None else Dataset(anchor=self._today())
+        # The Analytics API (POST /analytics/query, GET /analytics/meta) over the same account.
+        self.analytics = analytics if analytics is not None else Analytics(self.dataset)
         self.host, self.port = host, port
         self.management_key, self.inference_key = management_key, inference_key
         self.latency = latency
@@ -448,7 +452,7 @@ class StandIn:
             if split.path.startswith(CONTROL_PREFIX + "/"):
                 self._send(handler, self._control(handler.command, split.path, params, body))
             else:
-                self._serve_api(handler, split.path, params)
+                self._serve_api(handler, split.path, params, body)
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True  # the client left (e.g. it timed out): nothing to answer
         except Exception:  # a bug here must still produce an answer, not a hung client
@@ -462,7 +466,7 @@ class StandIn:
         length = int(handler.headers.get("Content-Length") or 0)
         return handler.rfile.read(min(length, _MAX_BODY)) if length > 0 else b""
 
-    def _serve_api(self, handler: _Handler, path: str, params: dict[str, str]) -> None:
+    def _serve_api(self, handler: _Handler, path: str, params: dict[str, str], body: bytes = b"") -> None:
         arrived = time.time()
         fault = self._take_fault(path)
         kind = fault.kind if fault else None
@@ -478,7 +482,7 @@ class StandIn:
         elif fault is not None and (kind == "body" or (kind in _STREAMED_FAULTS and fault.body)):
             response = _Response(200, fault.body)
         else:
-            response = self._route(handler, path, params)
+            response = self._route(handler, path, params, body)
             if kind == "malformed" and response.status == 200:
                 response = _corrupt_response(response)
         # Recorded on arrival, in arrival order, even when the answer is delayed.
@@ -553,7 +557,7 @@ class StandIn:
 
     # ---------------------------------------------------------------- API routes
 
-    def _route(self, handler: _Handler, path: str, params: dict[str, str]) -> _Response:
+    def _route(self, handler: _Handler, path: str, params: dict[str, str], body: bytes = b"") -> _Response:
         routes: dict[str, Callable[[dict[str, str], str, date], _Response]] = {
             "/activity": self._activity,
             "/credits": self._credits,
@@ -561,6 +565,8 @@ class StandIn:
             "/keys": self._keys,
         }
         name = path[len(API_PREFIX) :].rstrip("/") if path.startswith(API_PREFIX + "/") else None
+        if name in ("/analytics/meta", "/analytics/query"):
+            return self._analytics(handler, name, body)
         route = routes.get(name or "")
         if handler.command != "GET" or route is None:
             return _error(404, "Not Found")
@@ -570,6 +576,27 @@ class StandIn:
         if name != "/key" and caller != "management":
             return _error(403, _NOT_MANAGEMENT)
         return route(params, caller, self._today())
+
+    def _analytics(self, handler: _Handler, name: str, body: bytes) -> _Response:
+        """The Analytics API: the logic lives in etl/standin/analytics.py."""
+        if (handler.command, name) not in (("GET", "/analytics/meta"), ("POST", "/analytics/query")):
+            return _error(404, "Not Found")
+        caller = self._authenticate(handler.headers.get("Authorization"))
+        if isinstance(caller, _Response):
+            return caller
+        if caller != "management":
+            return _error(403, _NOT_MANAGEMENT)
+        try:
+            self.analytics.admit()
+            if name == "/analytics/meta":
+                return _json_response(200, self.analytics.meta())
+            try:
+                document = json.loads(body)
+            except ValueError:
+                return _error(400, "Invalid request parameters: the body is not JSON")
+            return _json_response(200, self.analytics.query(document, self._today()))
+        except QueryError as exc:
+            return _error(exc.status, exc.message, exc.headers)
 
     def _authenticate(self, header: str | None) -> str | _Response:
         if not header or not header.strip():

@@ -1,0 +1,234 @@
+"""Validate: check every ``POST /analytics/query`` answer before anything is written.
+
+Pure functions, no I/O. An answer is ``{"data": {"data": [rows], "metadata": {...,
+"truncated": bool}, "warnings": [...]}}``; it is split by day and each day is accepted
+whole or rejected whole, as for ``/activity``. The rules follow the live API (see
+``shared/reference/api-notes.md``):
+
+* ``metadata.truncated: true`` means rows were cut at ``limit``: the answer is refused as
+  incomplete (`TruncatedAnswerError`) and the caller splits the time range.
+* The bucket ``date__day`` comes as ``2025-01-01T00:00:00.000Z``; it is stored as the
+  calendar day ``2025-01-01``. A bucket that is not midnight UTC is an error.
+* Counts may come as strings (``"1500"``): accepted when integral and not negative, as
+  are doubles like ``5.0``; ``5.5``, ``"lots"`` and booleans are errors.
+* Cost components that do not apply come as ``null``: kept as NULL, never turned into 0.
+  Costs can be negative (``usage_data``: discounts). NaN and Infinity are errors.
+* Latency and throughput are non-negative numbers or ``null`` (no request in the group).
+* Dimension values are labels or ids as served; ``null`` (the unset bucket, e.g. requests
+  without an app) is stored as the empty string so that it can be part of a key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from etl.errors import InvalidResponseError, TruncatedAnswerError
+
+MAX_COUNT = 2**63 - 1
+_BUCKET_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ T]00:00:00(?:\.0+)?(?:Z|\+00:00)?)?$")
+_INT_RE = re.compile(r"^[+]?\d+(?:\.0*)?$")
+_NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+
+COUNT = "count"
+AMOUNT = "amount"  # USD, may be null, may be negative
+MEASURE = "measure"  # latency (ms) or throughput: non-negative, may be null
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    days: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def bucket_day(value: object) -> str:
+    """``YYYY-MM-DD`` for a day bucket (``2025-01-01T00:00:00.000Z``), else ValueError."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a date-time string, got {_show(value)}")
+    match = _BUCKET_RE.match(value.strip())
+    if not match:
+        raise ValueError(f"expected a day bucket like 2025-01-01T00:00:00.000Z, got {_show(value)}")
+    try:
+        return date.fromisoformat(match.group(1)).isoformat()
+    except ValueError:
+        raise ValueError(f"not a calendar date: {_show(value)}") from None
+
+
+def count(value: object) -> int:
+    """A whole, non-negative count from an int, an integral double or an integral string."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number, got {_show(value)}")
+    if isinstance(value, str):
+        if not _INT_RE.match(value.strip()):
+            raise ValueError(f"must be a whole number, got {_show(value)}")
+        value = int(value.strip().split(".")[0])
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"must be a whole number, got {_show(value)}")
+        value = int(value)
+    elif not isinstance(value, int):
+        raise ValueError(f"must be a whole number, got {_show(value)}")
+    if not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"must be between 0 and {MAX_COUNT}, got {_show(value)}")
+    return value
+
+
+def amount(value: object, *, negative: bool = True) -> float | None:
+    """A finite number, or None for ``null``; numeric strings are accepted."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got {_show(value)}")
+    if isinstance(value, str):
+        if not _NUMBER_RE.match(value.strip()):
+            raise ValueError(f"must be a number, got {_show(value)}")
+        value = float(value)
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, got {_show(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"must be a finite number, got {_show(value)}")
+    if not negative and number < 0:
+        raise ValueError(f"must not be negative, got {_show(value)}")
+    return number
+
+
+def _dimension(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"expected a string, got {_show(value)}")
+    text = str(value)
+    if len(text) > 1000:
+        raise ValueError("longer than 1000 characters")
+    return text
+
+
+def parse_answer(
+    document: Any,
+    *,
+    dimensions: Mapping[str, str],
+    metrics: Mapping[str, str],
+    first: date,
+    last: date,
+    granularity: str = "day",
+    merge_duplicates: bool = False,
+) -> ParsedAnswer:
+    """Rows of one answer as ``{"date", <column>..., <metric>...}``, split by day.
+
+    ``dimensions`` maps each API dimension to its column; ``metrics`` maps each metric to
+    its kind (`COUNT`, `AMOUNT`, `MEASURE`). Days outside ``first`` … ``last`` are
+    rejected (not loaded): the answer holds more than was asked for. Two rows with the same
+    dimensions reject their day, unless ``merge_duplicates`` (dimensions that are labels,
+    such as app titles, which need not be unique): then they are added up.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
+        raise InvalidResponseError(f"analytics answer: expected a JSON object with a 'data' object, got {type(document).__name__}")
+    body = document["data"]
+    rows = body.get("data")
+    meta = body.get("metadata")
+    if not isinstance(rows, list):
+        raise InvalidResponseError(f"analytics answer: expected 'data.data' to be a list, got {type(rows).__name__}")
+    if not isinstance(meta, dict) or not isinstance(meta.get("truncated"), bool):
+        raise InvalidResponseError("analytics answer: 'data.metadata.truncated' is missing; cannot tell whether the answer is complete")
+    if meta["truncated"]:
+        raise TruncatedAnswerError(f"analytics answer truncated at {len(rows)} row(s): split the time range")
+    warnings = [str(w)[:300] for w in body.get("warnings") or [] if w is not None]
+    bucket = f"date__{granularity}"
+    days: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[str, set[tuple[str, ...]]] = {}
+    rejected: dict[str, str] = {}
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidResponseError(f"analytics answer: row {index} is {type(row).__name__}, not an object")
+        try:
+            day = bucket_day(row.get(bucket))
+        except ValueError as exc:
+            raise InvalidResponseError(f"analytics answer: row {index}: {bucket}: {exc}") from None
+        if day in rejected:
+            continue
+        if not first.isoformat() <= day <= last.isoformat():
+            rejected[day] = f"the answer holds {day}, outside the range asked for ({first} .. {last})"
+            continue
+        try:
+            parsed = _row(row, day, dimensions, metrics)
+        except ValueError as exc:
+            rejected[day] = f"row {index}: {exc}"
+            days.pop(day, None)
+            continue
+        ident = tuple(parsed[c] for c in dimensions.values())
+        if ident in seen.setdefault(day, set()) and merge_duplicates:
+            twin = next(r for r in days[day] if tuple(r[c] for c in dimensions.values()) == ident)
+            for name in metrics:
+                if metrics[name] == MEASURE:
+                    rejected[day] = f"row {index}: two rows for {dict(zip(dimensions, ident))} with {name}, which cannot be added"
+                    break
+                if parsed[name] is not None:
+                    twin[name] = parsed[name] if twin[name] is None else twin[name] + parsed[name]
+            if day in rejected:
+                days.pop(day, None)
+            continue
+        if ident in seen[day]:
+            rejected[day] = f"row {index}: duplicate row for {dict(zip(dimensions, ident))}"
+            days.pop(day, None)
+            continue
+        seen[day].add(ident)
+        days.setdefault(day, []).append(parsed)
+    return ParsedAnswer(days, rejected, warnings)
+
+
+def _row(row: Mapping[str, Any], day: str, dimensions: Mapping[str, str], metrics: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"date": day}
+    for name, column in dimensions.items():
+        try:
+            out[column] = _dimension(row.get(name))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    for name, kind in metrics.items():
+        if name not in row:
+            raise ValueError(f"{name}: missing")
+        value = row[name]
+        try:
+            if kind == COUNT:
+                out[name] = count(value)
+            elif kind == AMOUNT:
+                out[name] = amount(value)
+            else:
+                out[name] = amount(value, negative=False)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return out
+
+
+def split_range(first: date, last: date, parts: int) -> list[tuple[date, date]]:
+    """``first`` … ``last`` cut into ``parts`` contiguous ranges of near-equal length."""
+    total = (last - first).days + 1
+    parts = max(1, min(parts, total))
+    out = []
+    start = 0
+    for i in range(parts):
+        size = total // parts + (1 if i < total % parts else 0)
+        out.append((date.fromordinal(first.toordinal() + start), date.fromordinal(first.toordinal() + start + size - 1)))
+        start += size
+    return out
+
+
+def runs(days: Sequence[date]) -> list[tuple[date, date]]:
+    """Contiguous runs of ``days`` (sorted, distinct) as (first, last) pairs."""
+    out: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if out and (day - out[-1][1]).days == 1:
+            out[-1] = (out[-1][0], day)
+        else:
+            out.append((day, day))
+    return out
