@@ -41,8 +41,11 @@ class App:
     @cached_property
     def config(self) -> Config:
         from etl.config import load_config
+        from etl.db import register_url_secret
 
-        return load_config(self.config_path)
+        config = load_config(self.config_path)
+        register_url_secret(config.warehouse_url)  # a database password is masked like the API key
+        return config
 
     def engine(self, migrate: bool = True, *, read_only: bool = False) -> Engine:
         """The warehouse: created and migrated (under the writer lock only), or opened to read.
@@ -64,7 +67,7 @@ class App:
         return engine
 
     @contextmanager
-    def writer_lock(self) -> Iterator[Path]:
+    def writer_lock(self) -> Iterator[Path | str]:
         from etl.lock import writer_lock
 
         with writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds) as path:
@@ -266,7 +269,9 @@ def db_upgrade(app: App) -> None:
 
     with app.writer_lock():
         before, after = migrate.upgrade(app.engine(migrate=False))
-    where = app.config.warehouse_url
+    from etl.db import display_url
+
+    where = display_url(app.config.warehouse_url)  # never the password
     click.echo(f"{where}: already at revision {after}" if before == after else f"{where}: migrated {before or 'empty'} -> {after}")
 
 
@@ -408,12 +413,12 @@ class BadArgument(ArchiveError):
 def _readable_engine(app: App) -> Engine:
     """The warehouse for reading; never creates or migrates it."""
     from etl import migrate
-    from etl.db import sqlite_path
+    from etl.db import display_url, sqlite_path
     from etl.errors import WarehouseError
 
     engine = app.engine(read_only=True)
     path = sqlite_path(engine)
-    missing = WarehouseError(f"no archive at {app.config.warehouse_url} yet: run `openrouter-archive sync` first")
+    missing = WarehouseError(f"no archive at {display_url(app.config.warehouse_url)} yet: run `openrouter-archive sync` first")
     if path is not None and not path.is_file():
         raise missing
     revision = migrate.current_revision(engine)

@@ -96,6 +96,8 @@ class DayPrinter:
 
 def status_lines(s: ArchiveStatus) -> list[str]:
     lines = [f"warehouse     {s.warehouse} ({human_bytes(s.warehouse_bytes)})"]
+    if s.server_version:
+        lines.append(f"server        PostgreSQL {s.server_version}")
     if s.integrity:
         return lines + [f"health        WARNING: {p}" for p in s.problems]
     if s.schema_revision is None:
@@ -131,7 +133,9 @@ def status_lines(s: ArchiveStatus) -> list[str]:
         if len(bad) > 8:
             lines.append(f"              … {len(bad) - 8} more (status --json lists them all)")
     if s.integrity is not None:
-        lines.append("integrity     ok (quick_check)")
+        lines.append(f"integrity     ok ({s.integrity_check or 'quick_check'})")
+    elif s.integrity_check:
+        lines.append(f"integrity     {s.integrity_check}")
     if s.problems:
         lines += [f"health        WARNING: {p}" for p in s.problems]
     else:
