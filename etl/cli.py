@@ -275,6 +275,45 @@ def db_upgrade(app: App) -> None:
     click.echo(f"{where}: already at revision {after}" if before == after else f"{where}: migrated {before or 'empty'} -> {after}")
 
 
+@db.command("copy")
+@click.option("--to", "target_url", required=True, metavar="URL", help="The warehouse to copy into, e.g. postgresql+psycopg://writer@db.example/archive.")
+@click.option("--merge", is_flag=True, help="Add to a target that already holds rows (idempotent upserts); to finish or repeat a copy.")
+@pass_app
+def db_copy(app: App, target_url: str, merge: bool) -> None:
+    """Copy the whole archive into another warehouse (SQLite -> PostgreSQL, and back).
+
+    Every table, raw responses and run log included. The target is created or migrated
+    first; a target that holds rows is refused unless --merge. The copy is verified
+    afterwards: row counts per table, and per day the rows and the sums of every metric.
+    """
+    from etl import migrate
+    from etl.copy import copy_archive, require_head, same_warehouse
+    from etl.db import display_url, open_engine, register_url_secret
+    from etl.lock import writer_lock
+    from etl.render import CopyProgress
+
+    register_url_secret(target_url)
+    if same_warehouse(app.config.warehouse_url, target_url):
+        raise BadArgument(f"refused: --to {display_url(target_url)} is the configured warehouse itself")
+    with app.writer_lock():  # no sync writes to the source while it is copied
+        source = _readable_engine(app)
+        require_head(migrate.current_revision(source), migrate.head_revision())
+        with writer_lock(target_url, app.config.sync.lock_timeout_seconds):
+            target = open_engine(target_url, app.config.warehouse.busy_timeout_seconds)
+            try:
+                migrate.upgrade(target)
+                with CopyProgress(quiet=app.quiet) as progress:
+                    report = copy_archive(source, target, merge=merge, on_start=progress.start, on_rows=progress.advance)
+            finally:
+                target.dispose()
+                source.dispose()
+    rows = sum(report.copied.values())
+    click.echo(
+        f"copied {rows:,} row(s) of {len(report.copied)} table(s) from {display_url(app.config.warehouse_url)} "
+        f"to {display_url(target_url)}; verified: row counts of every table, rows and sums of {report.days_verified} table-day(s)"
+    )
+
+
 @cli.command()
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), help="Keep the demo warehouse at this path (default: a temporary folder).")
 @pass_app

@@ -171,3 +171,32 @@ def _days(days: Sequence[str]) -> str:
     ranges = as_ranges(days)
     shown = ", ".join(ranges[:6]) + (f", … ({len(ranges) - 6} more ranges)" if len(ranges) > 6 else "")
     return f"{len(days)} day(s): {shown}"
+
+
+class CopyProgress:
+    """A progress bar of rows copied on a terminal; nothing off one (the summary says it all)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+        self.enabled = sys.stdout.isatty() and not quiet
+
+    def __enter__(self) -> CopyProgress:
+        return self
+
+    def start(self, total: int) -> None:
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self._progress.start()
+        self._task = self._progress.add_task("copying", total=total)
+
+    def advance(self, table: str, rows: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=rows, description=f"copying {table}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
