@@ -76,7 +76,8 @@ def _in_ci() -> bool:
 
 
 def pytest_generate_tests(metafunc):
-    if "warehouse_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
+    marked = metafunc.definition.get_closest_marker("both_backends") and not metafunc.definition.get_closest_marker("sqlite_only")
+    if "warehouse_backend" in metafunc.fixturenames and marked:
         metafunc.parametrize("warehouse_backend", ["sqlite", "postgresql"], indirect=True)
 
 
