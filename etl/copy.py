@@ -31,7 +31,7 @@ BATCH_ROWS = 2_000
 MONEY_TOLERANCE = 1e-6  # USD: the same floats summed in another order
 # What a surrogate id names, for the check that the target is the same archive. Other
 # tables with a surrogate id never change once written: every column must agree.
-_IDENTITY = {"sync_runs": ("started_at", "trigger")}
+_IDENTITY = {"sync_runs": ("started_at", "trigger"), "raw_responses": ("fetched_at", "sha256")}
 
 
 class CopyRefused(ArchiveError):
@@ -62,17 +62,33 @@ def count_rows(conn: Connection) -> dict[str, int]:
     return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one()) for t in tables()}
 
 
-def _check_same_archive(target: Connection, table: Table, batch: Sequence[Mapping[str, Any]]) -> None:
+def _identity(table: Table) -> list[str]:
+    return list(_IDENTITY.get(table.name) or [c.name for c in table.columns])
+
+
+def refuse_another_archive(source: Connection, target: Connection, batch_rows: int = BATCH_ROWS) -> None:
+    """Before anything is merged: every surrogate id the target shares with the source must name the same thing."""
+    for table in tables():
+        if not _surrogate(table):
+            continue
+        (pk,) = table.primary_key.columns
+        columns = [table.c[c] for c in dict.fromkeys([pk.name, *_identity(table)])]
+        query = select(*columns).order_by(pk).execution_options(yield_per=batch_rows)
+        for part in source.execute(query).mappings().partitions(batch_rows):
+            _check_same_archive(target, table, part, columns)
+
+
+def _check_same_archive(target: Connection, table: Table, batch: Sequence[Mapping[str, Any]], columns: Sequence[Any]) -> None:
     (pk,) = table.primary_key.columns
-    theirs = {r[pk.name]: r for r in target.execute(select(table).where(pk.in_([r[pk.name] for r in batch]))).mappings()}
-    compared = _IDENTITY.get(table.name) or [c.name for c in table.columns]
+    theirs = {r[pk.name]: r for r in target.execute(select(*columns).where(pk.in_([r[pk.name] for r in batch]))).mappings()}
+    compared = _identity(table)
     for row in batch:
         other = theirs.get(row[pk.name])
         if other is not None and any(other[c] != row[c] for c in compared):
             raise CopyRefused(
                 f"refused: the target is another archive: {table.name} #{row[pk.name]} differs there "
                 f"({', '.join(c for c in compared if other[c] != row[c])}); --merge only completes or repeats "
-                "a copy of this same archive. Nothing more was written"
+                "a copy of this same archive. Nothing was written"
             )
 
 
@@ -81,8 +97,6 @@ def _write(target: Engine, table: Table, batch: list[dict[str, Any]], merge: boo
         if not merge:
             conn.execute(table.insert(), batch)
             return
-        if _surrogate(table):
-            _check_same_archive(conn, table, batch)
         pk = [c.name for c in table.primary_key.columns]
         others = [c.name for c in table.columns if c.name not in pk]
         stmt = upsert(target, table, pk, others) if others else upsert(target, table, pk, pk)
@@ -165,6 +179,9 @@ def copy_archive(
         if held and not merge:
             shown = ", ".join(f"{name} ({n:,})" for name, n in sorted(held.items())[:4])
             raise CopyRefused(f"refused: the target already holds rows ({shown}); give --merge to add to it, or an empty target")
+        if held:
+            with target.connect() as conn:
+                refuse_another_archive(src, conn, batch_rows)
         if on_start:
             on_start(sum(counts.values()))
         for table in tables():
