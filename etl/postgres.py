@@ -323,6 +323,8 @@ def amcheck(conn: Connection) -> tuple[list[str] | None, str]:
         ORDER BY c.relkind DESC, 1
         """
     ).all()
+    from sqlalchemy.exc import DBAPIError
+
     found: list[str] = []
     for name, kind in relations:
         try:
@@ -330,11 +332,15 @@ def amcheck(conn: Connection) -> tuple[list[str] | None, str]:
                 if kind == "i":
                     conn.execute(text("SELECT bt_index_check(CAST(:r AS regclass))"), {"r": name})
                 else:
-                    for blk, _off, _att, msg in conn.execute(text("SELECT * FROM verify_heapam(CAST(:r AS regclass))")):
+                    for blk, _off, _att, msg in conn.execute(text("SELECT * FROM verify_heapam(CAST(:r AS regclass))"), {"r": name}):
                         found.append(f"{name} block {blk}: {msg}")
-        except Exception as exc:
-            message = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-            if "permission denied" in message:
+        except DBAPIError as exc:
+            state = getattr(exc.orig, "sqlstate", None) or ""
+            message = str(exc.orig).strip().splitlines()[0]
+            if state.startswith("XX"):  # data_corrupted, index_corrupted: what amcheck reports damage with
+                found.append(f"{name}: {message}")
+            elif state == "42501":
                 return None, "not checked: amcheck is installed, but this role may not run bt_index_check and verify_heapam"
-            found.append(f"{name}: {message}")
+            else:  # not a finding about the data: say the check could not run, never "damaged"
+                return None, f"not checked: amcheck failed on {name}: {message}"
     return found[:20], "amcheck"
