@@ -95,3 +95,22 @@ def test_views_and_status_agree_across_engines(both, run):
     statuses = [json.loads(on(both, run, e, "status", "--json").stdout) for e in ("sqlite", "postgresql")]
     for key in ("days_archived", "empty_days", "rows", "first_day", "last_day", "pending", "lost", "history", "problems"):
         assert statuses[0][key] == statuses[1][key], key
+
+
+def test_the_readme_sql_that_runs_on_both_engines(both, run, repo_root):
+    readme = (repo_root / "README.md").read_text()
+    section = readme.split("**SQL on both engines.**")[1].split("```sql")[1].split("```")[0]
+    statements = {}
+    label = None
+    for line in section.splitlines():
+        if line.startswith("--"):
+            label = line
+        elif line.strip():
+            statements.setdefault(label, []).append(line.strip())
+    both_engines = statements["-- both engines"]
+    assert len(both_engines) == 2
+    for statement in both_engines:
+        out = [json.loads(on(both, run, e, "sql", statement, "-f", "json").stdout) for e in ("sqlite", "postgresql")]
+        assert out[0] and [list(r.values()) for r in out[0]] == [list(r.values()) for r in out[1]], statement
+    for engine, label in (("sqlite", "-- the last 90 days: SQLite"), ("postgresql", "-- the last 90 days: PostgreSQL (dates are YYYY-MM-DD text on both)")):
+        assert json.loads(on(both, run, engine, "sql", statements[label][0], "-f", "json").stdout)
