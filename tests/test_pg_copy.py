@@ -151,3 +151,14 @@ def test_every_table_of_the_schema_is_copied():
     for i, table in enumerate(tables()):
         for fk in table.foreign_keys:
             assert names.index(fk.column.table.name) <= i
+
+
+def test_reliability_check_postgresql_warehouse(pg_server, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "scripts"))
+    from reliability_report import postgresql_warehouse
+
+    row = postgresql_warehouse()
+    assert row.ok, row
+    assert row.rows_lost == 0
