@@ -78,7 +78,7 @@ def refuse_another_archive(source: Connection, target: Connection, batch_rows: i
             _check_same_archive(target, table, part, columns)
 
 
-def _check_same_archive(target: Connection, table: Table, batch: Sequence[Mapping[str, Any]], columns: Sequence[Any]) -> None:
+def _check_same_archive(target: Connection, table: Table, batch: Sequence[Any], columns: Sequence[Any]) -> None:
     (pk,) = table.primary_key.columns
     theirs = {r[pk.name]: r for r in target.execute(select(*columns).where(pk.in_([r[pk.name] for r in batch]))).mappings()}
     compared = _identity(table)

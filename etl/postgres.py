@@ -183,7 +183,7 @@ def run_read_only(url: URL, statement: str, timeout_seconds: float = STATEMENT_T
         except Exception as exc:
             raise WarehouseError(describe_failure(exc, url.render_as_string(hide_password=False))) from None
         with conn:
-            pg = conn.connection.driver_connection
+            pg: Any = conn.connection.driver_connection  # the psycopg connection itself
             pg.rollback()
             pg.autocommit = True
             archived = pg.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()[0]
