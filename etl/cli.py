@@ -41,8 +41,11 @@ class App:
     @cached_property
     def config(self) -> Config:
         from etl.config import load_config
+        from etl.db import register_url_secret
 
-        return load_config(self.config_path)
+        config = load_config(self.config_path)
+        register_url_secret(config.warehouse_url)  # a database password is masked like the API key
+        return config
 
     def engine(self, migrate: bool = True, *, read_only: bool = False) -> Engine:
         """The warehouse: created and migrated (under the writer lock only), or opened to read.
@@ -64,7 +67,7 @@ class App:
         return engine
 
     @contextmanager
-    def writer_lock(self) -> Iterator[Path]:
+    def writer_lock(self) -> Iterator[Path | str]:
         from etl.lock import writer_lock
 
         with writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds) as path:
@@ -268,8 +271,49 @@ def db_upgrade(app: App) -> None:
 
     with app.writer_lock():
         before, after = migrate.upgrade(app.engine(migrate=False))
-    where = app.config.warehouse_url
+    from etl.db import display_url
+
+    where = display_url(app.config.warehouse_url)  # never the password
     click.echo(f"{where}: already at revision {after}" if before == after else f"{where}: migrated {before or 'empty'} -> {after}")
+
+
+@db.command("copy")
+@click.option("--to", "target_url", required=True, metavar="URL", help="The warehouse to copy into, e.g. postgresql+psycopg://writer@db.example/archive.")
+@click.option("--merge", is_flag=True, help="Add to a target that already holds rows (idempotent upserts); to finish or repeat a copy.")
+@pass_app
+def db_copy(app: App, target_url: str, merge: bool) -> None:
+    """Copy the whole archive into another warehouse (SQLite -> PostgreSQL, and back).
+
+    Every table, raw responses and run log included. The target is created or migrated
+    first; a target that holds rows is refused unless --merge. The copy is verified
+    afterwards: row counts per table, and per day the rows and the sums of every metric.
+    """
+    from etl import migrate
+    from etl.copy import copy_archive, require_head, same_warehouse
+    from etl.db import display_url, open_engine, register_url_secret
+    from etl.lock import writer_lock
+    from etl.render import CopyProgress
+
+    register_url_secret(target_url)
+    if same_warehouse(app.config.warehouse_url, target_url):
+        raise BadArgument(f"refused: --to {display_url(target_url)} is the configured warehouse itself")
+    with app.writer_lock():  # no sync writes to the source while it is copied
+        source = _readable_engine(app)
+        require_head(migrate.current_revision(source), migrate.head_revision())
+        with writer_lock(target_url, app.config.sync.lock_timeout_seconds):
+            target = open_engine(target_url, app.config.warehouse.busy_timeout_seconds)
+            try:
+                migrate.upgrade(target)
+                with CopyProgress(quiet=app.quiet) as progress:
+                    report = copy_archive(source, target, merge=merge, on_start=progress.start, on_rows=progress.advance)
+            finally:
+                target.dispose()
+                source.dispose()
+    rows = sum(report.copied.values())
+    click.echo(
+        f"copied {rows:,} row(s) of {len(report.copied)} table(s) from {display_url(app.config.warehouse_url)} "
+        f"to {display_url(target_url)}; verified: row counts of every table, rows and sums of {report.days_verified} table-day(s)"
+    )
 
 
 @cli.command()
@@ -416,12 +460,12 @@ class BadArgument(ArchiveError):
 def _readable_engine(app: App) -> Engine:
     """The warehouse for reading; never creates or migrates it."""
     from etl import migrate
-    from etl.db import sqlite_path
+    from etl.db import display_url, sqlite_path
     from etl.errors import WarehouseError
 
     engine = app.engine(read_only=True)
     path = sqlite_path(engine)
-    missing = WarehouseError(f"no archive at {app.config.warehouse_url} yet: run `openrouter-archive sync` first")
+    missing = WarehouseError(f"no archive at {display_url(app.config.warehouse_url)} yet: run `openrouter-archive sync` first")
     if path is not None and not path.is_file():
         raise missing
     revision = migrate.current_revision(engine)

@@ -2,7 +2,8 @@
 
 Everything SQLite-specific lives here (connection pragmas, the upsert construct, the ISO
 week expression, read-only connections), so the rest of the code is plain SQLAlchemy Core
-and runs on PostgreSQL unchanged.
+and runs on PostgreSQL unchanged; PostgreSQL's own parts (read-only SQL, the advisory
+writer lock, amcheck) are in ``etl/postgres.py``, imported only for a PostgreSQL URL.
 
 Transactions on SQLite: Python's sqlite3 driver, left to itself, emits BEGIN only before
 INSERT, UPDATE and DELETE, so a CREATE TABLE runs (and commits) on its own and a
@@ -16,6 +17,7 @@ foreign_keys) run on connect, before any BEGIN.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Sequence
 from functools import lru_cache
@@ -47,7 +49,7 @@ def open_engine(url: str, busy_timeout_seconds: float = BUSY_TIMEOUT_MS / 1000, 
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise WarehouseError(f"not a valid warehouse URL: {url!r}") from None
+        raise WarehouseError(f"not a valid warehouse URL: {display_url(url)!r}") from None
     if parsed.get_backend_name() == "sqlite":
         file = _sqlite_file(parsed.database)
         if file is not None and not read_only:
@@ -67,13 +69,32 @@ def open_engine(url: str, busy_timeout_seconds: float = BUSY_TIMEOUT_MS / 1000, 
         event.listen(engine, "connect", _sqlite_on_connect_read_only if read_only else _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    try:
-        engine = create_engine(parsed, pool_pre_ping=True)
-    except Exception as exc:  # e.g. a driver that is not installed
-        raise WarehouseError(f"cannot open warehouse {parsed.render_as_string(hide_password=True)}: {exc}") from None
+    register_url_secret(url)
+    if parsed.get_backend_name() == "postgresql":
+        from etl import postgres
+
+        engine = postgres.engine_for(parsed, pool_pre_ping=True, connect_args=postgres.KEEPALIVES)
+    else:
+        try:
+            engine = create_engine(parsed, pool_pre_ping=True)
+        except Exception as exc:  # e.g. a driver that is not installed
+            raise WarehouseError(f"cannot open warehouse {parsed.render_as_string(hide_password=True)}: {exc}") from None
     if read_only:
         engine = engine.execution_options(postgresql_readonly=True)
     return engine
+
+
+def register_url_secret(url: str) -> None:
+    """Mask the URL's password (if it has one) in every log line and error from now on."""
+    from etl.logs import register_secret
+
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return
+    if password:
+        register_secret(str(password))
+        register_secret(quote(str(password), safe=""))
 
 
 def _sqlite_file(database: str | None) -> Path | None:
@@ -169,7 +190,7 @@ def display_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return "<invalid URL>"
+        return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)  # whatever it is, never its password
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         return parsed.database
     return parsed.render_as_string(hide_password=True)
@@ -177,11 +198,25 @@ def display_url(url: str) -> str:
 
 def quick_check(engine: Engine) -> list[str] | None:
     """Problems a fast structural check finds (empty: none), or None where there is no such check."""
+    return structure_check(engine)[0]
+
+
+def structure_check(engine: Engine) -> tuple[list[str] | None, str]:
+    """(problems found, empty when none, or None when not checked; how it checked or why not).
+
+    SQLite: ``PRAGMA quick_check``. PostgreSQL: amcheck's ``verify_heapam`` and
+    ``bt_index_check`` when the extension is installed; otherwise not checked, with a note.
+    """
+    if engine.dialect.name == "postgresql":
+        from etl import postgres
+
+        with engine.connect() as conn:
+            return postgres.amcheck(conn)
     if engine.dialect.name != "sqlite":
-        return None
+        return None, f"not checked: no structural check for {engine.dialect.name}"
     with engine.connect() as conn:
         found = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(20)")]
-    return [] if found == ["ok"] else found
+    return ([] if found == ["ok"] else found), "quick_check"
 
 
 def upsert(engine_or_dialect: Engine | str, table: Table, keys: Sequence[str], update: Sequence[str]) -> Insert:
@@ -263,19 +298,17 @@ def _read_only_authorizer(action: int, arg1: str | None, arg2: str | None, _db: 
 
 def run_read_only(url: str, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one SQL statement on a connection that cannot write; (column names, rows)."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise WarehouseError(f"not a valid warehouse URL: {display_url(url)}") from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_read_only(parsed.database or "", statement)
     if parsed.get_backend_name() == "postgresql":
-        from sqlalchemy import text
+        from etl import postgres
 
-        engine = create_engine(parsed)
-        try:
-            with engine.connect().execution_options(postgresql_readonly=True) as conn:
-                result = conn.execute(text(statement))
-                return list(result.keys()), [tuple(r) for r in result] if result.returns_rows else []
-        finally:
-            engine.dispose()
+        register_url_secret(url)
+        return postgres.run_read_only(parsed, statement)
     raise WarehouseError(f"`sql` supports SQLite and PostgreSQL warehouses, not {parsed.get_backend_name()}")
 
 

@@ -1,4 +1,8 @@
-"""Single writer: at most one sync writes to a warehouse at a time, on one machine.
+"""Single writer: at most one sync writes to a warehouse at a time.
+
+On PostgreSQL, a session-level advisory lock on the server itself (etl/postgres.py): it
+excludes writers on every host and under every spelling of the URL. What follows is the
+file lock of SQLite (and of any other URL).
 
 The lock is an advisory ``flock`` (through filelock) on a file beside a SQLite warehouse,
 or, for other URLs, in the user data folder under a name derived from the URL. The
@@ -120,12 +124,30 @@ def _remove_info(lock: Path) -> None:
             info_path(lock).unlink()
 
 
+def _postgresql(warehouse_url: str) -> Any:
+    url = make_url(warehouse_url)
+    return url if url.get_backend_name() == "postgresql" else None
+
+
 @contextmanager
-def writer_lock(warehouse_url: str, timeout: float, command: str | None = None) -> Iterator[Path]:
+def writer_lock(warehouse_url: str, timeout: float, command: str | None = None) -> Iterator[Path | str]:
     """Hold the warehouse's writer lock, waiting up to ``timeout`` seconds for it.
 
     ``command`` is how waiters will see the holder (default: this process's command line).
+    On PostgreSQL the lock is an advisory lock on the server (etl/postgres.py), held for
+    as long as this context lasts; elsewhere a file lock.
     """
+    pg = _postgresql(warehouse_url)
+    if pg is not None:
+        from etl import postgres
+
+        with postgres.writer_lock(pg, timeout, command or _this_command(), warehouse_url) as held:
+            yield held
+        return
+    yield from _file_lock(warehouse_url, timeout, command)
+
+
+def _file_lock(warehouse_url: str, timeout: float, command: str | None) -> Iterator[Path]:
     from filelock import FileLock, Timeout
 
     path = lock_path(warehouse_url)
@@ -159,6 +181,17 @@ def writer_lock(warehouse_url: str, timeout: float, command: str | None = None) 
 
 def writer_active(warehouse_url: str) -> bool:
     """Whether a writer holds the lock right now; creates nothing (for readers such as status)."""
+    pg = _postgresql(warehouse_url)
+    if pg is not None:
+        from etl import postgres
+        from etl.db import open_engine
+
+        engine = open_engine(warehouse_url, read_only=True)
+        try:
+            with engine.connect() as conn:
+                return postgres.writer_active(conn)
+        finally:
+            engine.dispose()
     try:
         import fcntl
     except ImportError:  # no flock here: filelock fell back to another kind of lock

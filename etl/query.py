@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, ColumnElement, Select, Table, and_, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Connection, Float, Select, Table, and_, cast, func, or_, select
 
 from etl.db import iso_week
 from etl.schema import BREAKDOWN_SUBJECTS, BREAKDOWN_TABLES, activity, api_keys
@@ -41,17 +41,27 @@ def _dimensions(t: Table) -> dict[str, ColumnElement[Any]]:
     }
 
 
+def _count(expr: ColumnElement[Any]) -> ColumnElement[int]:
+    # PostgreSQL's sum(bigint) is numeric (a Decimal in Python, which JSON refuses):
+    # cast back so that counts are ints on every engine. A no-op on SQLite.
+    return cast(func.coalesce(func.sum(expr), 0), BigInteger)
+
+
+def _money(expr: ColumnElement[Any]) -> ColumnElement[float]:
+    return cast(func.coalesce(func.sum(expr), 0.0), Float)
+
+
 def _metrics(t: Table) -> dict[str, ColumnElement[Any]]:
     return {
-        "usage": func.coalesce(func.sum(t.c.usage), 0.0),
-        "byok_usage_inference": func.coalesce(func.sum(t.c.byok_usage_inference), 0.0),
-        "requests": func.coalesce(func.sum(t.c.requests), 0),
-        "prompt_tokens": func.coalesce(func.sum(t.c.prompt_tokens), 0),
-        "completion_tokens": func.coalesce(func.sum(t.c.completion_tokens), 0),
-        "reasoning_tokens": func.coalesce(func.sum(t.c.reasoning_tokens), 0),
-        "cached_tokens": func.coalesce(func.sum(t.c.cached_tokens), 0),
+        "usage": _money(t.c.usage),
+        "byok_usage_inference": _money(t.c.byok_usage_inference),
+        "requests": _count(t.c.requests),
+        "prompt_tokens": _count(t.c.prompt_tokens),
+        "completion_tokens": _count(t.c.completion_tokens),
+        "reasoning_tokens": _count(t.c.reasoning_tokens),
+        "cached_tokens": _count(t.c.cached_tokens),
         # Reasoning tokens are already part of completion tokens (OpenRouter bills them so).
-        "total_tokens": func.coalesce(func.sum(t.c.prompt_tokens + t.c.completion_tokens), 0),
+        "total_tokens": _count(t.c.prompt_tokens + t.c.completion_tokens),
     }
 
 

@@ -96,6 +96,8 @@ class DayPrinter:
 
 def status_lines(s: ArchiveStatus) -> list[str]:
     lines = [f"warehouse     {s.warehouse} ({human_bytes(s.warehouse_bytes)})"]
+    if s.server_version:
+        lines.append(f"server        PostgreSQL {s.server_version}")
     if s.integrity:
         return lines + [f"health        WARNING: {p}" for p in s.problems]
     if s.schema_revision is None:
@@ -134,7 +136,9 @@ def status_lines(s: ArchiveStatus) -> list[str]:
 
     lines += analytics_lines(s.analytics, s.reconciliation)
     if s.integrity is not None:
-        lines.append("integrity     ok (quick_check)")
+        lines.append(f"integrity     ok ({s.integrity_check or 'quick_check'})")
+    elif s.integrity_check:
+        lines.append(f"integrity     {s.integrity_check}")
     if s.problems:
         lines += [f"health        WARNING: {p}" for p in s.problems]
     else:
@@ -170,3 +174,32 @@ def _days(days: Sequence[str]) -> str:
     ranges = as_ranges(days)
     shown = ", ".join(ranges[:6]) + (f", … ({len(ranges) - 6} more ranges)" if len(ranges) > 6 else "")
     return f"{len(days)} day(s): {shown}"
+
+
+class CopyProgress:
+    """A progress bar of rows copied on a terminal; nothing off one (the summary says it all)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+        self.enabled = sys.stdout.isatty() and not quiet
+
+    def __enter__(self) -> CopyProgress:
+        return self
+
+    def start(self, total: int) -> None:
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self._progress.start()
+        self._task = self._progress.add_task("copying", total=total)
+
+    def advance(self, table: str, rows: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=rows, description=f"copying {table}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()

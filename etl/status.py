@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, func, null, select
+from sqlalchemy import BigInteger, Connection, Engine, Float, Table, and_, cast, func, null, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from etl.db import describe_failure, quick_check, sqlite_path
+from etl.db import describe_failure, sqlite_path, structure_check
 from etl.migrate import current_revision, ensure_known
 from etl.schema import (
     BREAKDOWN_SUBJECTS,
@@ -143,7 +143,9 @@ def check_breakdowns(conn: Connection) -> dict[str, dict[str, Any]]:
     late data fetched for one and not the other) and is worth a look.
     """
     def sums(table: Any, days: Any) -> dict[str, dict[str, Any]]:
-        query = select(table.c.date, *(func.sum(table.c[m]).label(m) for m in CHECKED_METRICS)).where(table.c.date.in_(days)).group_by(table.c.date)
+        # Cast: PostgreSQL's sum(bigint) is numeric, a Decimal that JSON refuses.
+        sums_of = [cast(func.sum(table.c[m]), Float if m in ("usage", "byok_usage_inference") else BigInteger).label(m) for m in CHECKED_METRICS]
+        query = select(table.c.date, *sums_of).where(table.c.date.in_(days)).group_by(table.c.date)
         return {r["date"]: dict(r) for r in conn.execute(query).mappings()}
 
     results = {}
@@ -248,6 +250,8 @@ class ArchiveStatus:
     integrity: list[str] | None = None  # quick_check's findings ([] = ok); None = not checked
     analytics: dict[str, dict[str, Any]] = field(default_factory=dict)  # per series: days held, gaps
     reconciliation: dict[str, Any] = field(default_factory=dict)  # /activity vs the Analytics API
+    integrity_check: str | None = None  # how it was checked (quick_check, amcheck), or why it was not
+    server_version: str | None = None  # PostgreSQL's; None for a SQLite file
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -261,6 +265,11 @@ class ArchiveStatus:
 def _writer_active(engine: Engine) -> bool:
     from etl.lock import writer_active
 
+    if engine.dialect.name == "postgresql":
+        from etl import postgres
+
+        with engine.connect() as conn:
+            return postgres.writer_active(conn)
     return writer_active(engine.url.render_as_string(hide_password=False))
 
 
@@ -271,21 +280,21 @@ def read_status(engine: Engine, today: date, health: HealthConfig | None = None,
     then still what the report says.
     """
     health = health or HealthConfig()
-    integrity = None
+    integrity, checked = None, None
     path = sqlite_path(engine)
     if check_integrity and (path is None or path.exists()):
         try:
-            integrity = quick_check(engine)
+            integrity, checked = structure_check(engine)
         except SQLAlchemyError as exc:
-            integrity = [describe_failure(exc, str(engine.url))]
+            integrity, checked = [describe_failure(exc, str(engine.url))], "quick_check"
     if integrity:
         window_first, window_last = completed_window(today)
         status = ArchiveStatus(engine.url.render_as_string(hide_password=True), None, None, window_first.isoformat(), window_last.isoformat())
-        status.integrity = integrity
-        status.problems = [_damage(integrity)]
+        status.integrity, status.integrity_check = integrity, checked
+        status.problems = [_damage(integrity, checked)]
         return status
     status = _read(engine, today)
-    status.integrity = integrity
+    status.integrity, status.integrity_check = integrity, checked
     status.problems = assess_health(
         status.last_day, status.pending, today, health.stale_after_days, health.window_margin_days, status.lost
     )
@@ -294,23 +303,35 @@ def read_status(engine: Engine, today: date, health: HealthConfig | None = None,
     return status
 
 
-def _damage(findings: list[str]) -> str:
+def _damage(findings: list[str], checked: str | None = "quick_check") -> str:
     shown = "; ".join(findings[:3]) + (f"; … {len(findings) - 3} more" if len(findings) > 3 else "")
-    return f"the warehouse file is damaged: quick_check found {len(findings)} problem(s): {shown}; restore it from a backup"
+    what = "warehouse file" if checked == "quick_check" else "warehouse"
+    return f"the {what} is damaged: {checked} found {len(findings)} problem(s): {shown}; restore it from a backup"
 
 
 def _read(engine: Engine, today: date) -> ArchiveStatus:
     window_first, window_last = completed_window(today)
     path = sqlite_path(engine)
-    size = None
+    size, version = None, None
     if path is not None and path.exists():
         size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+    elif engine.dialect.name == "postgresql":
+        from etl import postgres
+
+        try:
+            with engine.connect() as conn:
+                size, version = postgres.server_facts(conn)
+        except SQLAlchemyError as exc:
+            from etl.errors import WarehouseError
+
+            raise WarehouseError(describe_failure(exc, engine.url.render_as_string(hide_password=False))) from None
     status = ArchiveStatus(
         warehouse=engine.url.render_as_string(hide_password=True),
         warehouse_bytes=size,
         schema_revision=current_revision(engine) if path is None or path.exists() else None,
         window_first=window_first.isoformat(),
         window_last=window_last.isoformat(),
+        server_version=version,
     )
     if status.schema_revision is None:
         return status

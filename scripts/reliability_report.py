@@ -1083,6 +1083,101 @@ def year_of_history_recovered() -> CheckRow:
     )
 
 
+# -- issue 11: a team warehouse on PostgreSQL ----------------------------------------------
+
+
+PG_ENV = "OPENROUTER_ARCHIVE_TEST_PG"  # an admin URL of a server that may CREATE DATABASE (scripts/ci_postgres.sh)
+PG_ATTACKS = (
+    "COMMIT; DELETE FROM activity",
+    "DO $$ BEGIN DELETE FROM activity; END $$",
+    "COPY (SELECT 1) TO PROGRAM 'touch {marker}'",
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+    "WITH d AS (DELETE FROM activity RETURNING 1) SELECT count(*) FROM d",
+)
+
+
+def _day_sums(url: str) -> dict[str, tuple[Any, ...]]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT date, count(*), CAST(sum(requests) AS bigint), CAST(sum(prompt_tokens) AS bigint), sum(usage), sum(byok_usage_inference) "
+                "FROM activity GROUP BY date"
+            ))
+            return {r[0]: (r[1], r[2], r[3], round(r[4], 6), round(r[5], 6)) for r in rows}
+    finally:
+        engine.dispose()
+
+
+@exactness_check
+def postgresql_warehouse() -> CheckRow:
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    name = "copying an archive to PostgreSQL, writing and reading it there (issue 11)"
+    admin_url = os.environ.get(PG_ENV)
+    if not admin_url:
+        return CheckRow(name, "nothing", f"not run: no PostgreSQL server (scripts/ci_postgres.sh start sets ${PG_ENV})", ok=False)
+    database = f"reliability_{os.getpid()}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {database}")
+    pg = make_url(admin_url).set(database=database).render_as_string(hide_password=False)
+    password = make_url(admin_url).password or "\0"
+    try:
+        with tempfile.TemporaryDirectory() as tmp, StandIn(management_key=KEY) as api:
+            folder = Path(tmp)
+            marker = folder / "ran-a-shell-command"
+            db = folder / "archive.db"
+            config = FAST_RETRIES.format(attempts=3, timeout=5, max_mb=64) + '[sync]\nbreakdowns = ["key"]\n'
+            outputs = [run_cli(folder, api.base_url, db, "backfill", config=config)]
+            outputs.append(run_cli(folder, api.base_url, db, "db", "copy", "--to", pg, config=config))
+            sqlite_sums = _day_sums(f"sqlite:///{db}")
+            env_pg = {"OPENROUTER_ARCHIVE_DB": pg}
+
+            def on_pg(*args: str) -> subprocess.CompletedProcess[str]:
+                env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(folder), "OPENROUTER_BASE_URL": api.base_url,
+                       "OPENROUTER_API_KEY": KEY, "OPENROUTER_ARCHIVE_CONFIG": str(folder / "config.toml"), **env_pg}
+                return subprocess.run([sys.executable, "-m", "etl", *args], env=env, cwd=folder, capture_output=True, text=True, timeout=300)
+
+            outputs.append(on_pg("sync"))
+            reports = [json.loads(run_cli(folder, api.base_url, db, "report", "-g", "month,key", "-f", "json", config=config).stdout or "[]"),
+                       json.loads(on_pg("report", "-g", "month,key", "-f", "json").stdout or "[]")]
+            before = _day_sums(pg)
+            refused = 0
+            for attack in PG_ATTACKS:
+                result = on_pg("sql", attack.format(marker=marker))
+                outputs.append(result)
+                refused += result.returncode == 1 and ("refused" in result.stderr or "one statement" in result.stderr)
+            after = _day_sums(pg)
+            lost = sum(1 for day, sums in sqlite_sums.items() if before.get(day) != sums) + sum(1 for d in before if after.get(d) != before[d])
+            rows_lost = sum(sums[0] for day, sums in sqlite_sums.items() if before.get(day) != sums)
+            same_reports = [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in reports[0]] == [
+                {k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in reports[1]]
+            leaked = any(password in o.stdout + o.stderr for o in outputs)
+            codes = [o.returncode for o in outputs[:3]]
+            ok = codes == [0, 0, 0] and same_reports and refused == len(PG_ATTACKS) and not marker.exists() and not lost and not leaked
+            return CheckRow(
+                name,
+                f"backfill with the key breakdown into SQLite, `db copy --to` PostgreSQL, `sync` there, a month×key report on "
+                f"both, then {len(PG_ATTACKS)} ways to write through `sql` (COMMIT;…, DO, COPY TO PROGRAM as a superuser, "
+                "pg_terminate_backend, a data-modifying CTE)",
+                f"exits {codes}; days that differ from SQLite: {lost}; reports equal: {'yes' if same_reports else 'no'}; "
+                f"writes refused: {refused} of {len(PG_ATTACKS)}; shell command ran: {'yes' if marker.exists() else 'no'}; "
+                f"password shown: {'yes' if leaked else 'no'}; rows lost: {rows_lost}",
+                rows_lost=rows_lost,
+                ok=ok,
+            )
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.dispose()
+
+
 # -- the report ---------------------------------------------------------------------------
 
 

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.pool import NullPool
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -11,7 +15,7 @@ def query(url: str, sql: str) -> list[tuple]:
     """Rows of ``sql`` on the warehouse at ``url``, read the plain way, apart from the code under test."""
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url)
+    engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
             return [tuple(r) for r in conn.execute(text(sql))]
@@ -59,8 +63,77 @@ def api():
         yield server
 
 
+# -- the warehouse: SQLite, and PostgreSQL for tests marked both_backends ----------------
+
+PG_ENV = "OPENROUTER_ARCHIVE_TEST_PG"
+PG_HOWTO = (
+    f"PostgreSQL tests need a server: `eval \"$(scripts/ci_postgres.sh start)\"` (after "
+    f"`sudo scripts/ci_postgres.sh install`) sets ${PG_ENV}, or set it to "
+    "postgresql+psycopg://USER:PASSWORD@127.0.0.1:5432/postgres of a role that may CREATE DATABASE; "
+    "and `pip install -e '.[test,postgresql]'`"
+)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_generate_tests(metafunc):
+    marked = metafunc.definition.get_closest_marker("both_backends") and not metafunc.definition.get_closest_marker("sqlite_only")
+    if "warehouse_backend" in metafunc.fixturenames and marked:
+        metafunc.parametrize("warehouse_backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The admin URL of the test PostgreSQL server; skips without one (fails in CI: never skip there)."""
+    url = os.environ.get(PG_ENV)
+    problem = None
+    if not url:
+        problem = f"${PG_ENV} is not set"
+    else:
+        try:
+            import psycopg  # noqa: F401
+
+            query(url, "SELECT 1")
+        except ImportError:
+            problem = "psycopg is not installed"
+        except Exception as exc:  # the server is down or the URL is wrong
+            problem = f"cannot connect to ${PG_ENV}: {type(exc).__name__}"
+    if problem:
+        if _in_ci() or url:
+            pytest.fail(f"{problem}; CI must run the PostgreSQL tests. {PG_HOWTO}")
+        pytest.skip(f"{problem}. {PG_HOWTO}")
+    return url
+
+
 @pytest.fixture
-def warehouse_url(tmp_path) -> str:
+def pg_url(pg_server) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test; dropped afterwards."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(pg_server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture
+def warehouse_backend(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def warehouse_url(warehouse_backend, tmp_path, request) -> str:
+    if warehouse_backend == "postgresql":
+        return request.getfixturevalue("pg_url")
     return f"sqlite:///{tmp_path / 'archive.db'}"
 
 

@@ -77,6 +77,10 @@ def busy_day(dataset: Dataset, needed: int = 4):
 # -- the stand-in can revise a day the way OpenRouter does ------------------------------------
 
 
+# Revisions on SQLite and on PostgreSQL (tests using the warehouse_url fixture).
+pytestmark = pytest.mark.both_backends
+
+
 def test_standin_amend_keeps_per_key_and_account_answers_consistent():
     dataset = Dataset(keys=2, seed=7)
     a, b = dataset.api_keys
@@ -122,7 +126,7 @@ def test_a_changed_endpoint_id_is_not_counted_twice(cli_env, run, api, warehouse
 
     status = json.loads(run("status", "--json").stdout)
     assert status["history"]["activity"]["retired"] == 1
-    assert status["history"]["activity"]["last_superseded_at"].startswith(history[0][5][:19].replace(" ", "T"))
+    assert status["history"]["activity"]["last_superseded_at"].startswith(str(history[0][5])[:19].replace(" ", "T"))
     assert status["miscounted_days"] == []
     assert "1 row(s) retired" in run("status").stdout
 
@@ -151,7 +155,7 @@ def test_a_day_that_shrinks_and_a_relabelled_row_equal_the_latest_answer(cli_env
         d += timedelta(days=1)
     expected = {day: round(v, 2) for day, v in spend.items()}
     assert {k: round(v, 2) for k, v in report_spend(run, first, last).items()} == expected
-    views = dict(query(warehouse_url, "SELECT date, round(spend_usd, 2) FROM daily_spend"))
+    views = {d: round(v, 2) for d, v in query(warehouse_url, "SELECT date, spend_usd FROM daily_spend")}
     assert views == expected
     assert round(query(warehouse_url, "SELECT sum(usage) FROM activity")[0][0], 2) == round(math.fsum(spend.values()), 2)
     assert query(warehouse_url, f"SELECT {ROW} FROM activity WHERE date = '{day}' ORDER BY endpoint_id") == api_rows(dataset, day)
@@ -257,8 +261,8 @@ def test_key_breakdown_with_two_keys_sharing_an_endpoint(two_keys, run, tmp_path
 
 
 @pytest.fixture
-def engine(tmp_path):
-    engine = open_engine(f"sqlite:///{tmp_path / 'w.db'}")
+def engine(warehouse_url):
+    engine = open_engine(warehouse_url)
     migrate.upgrade(engine)
     yield engine
     engine.dispose()

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import re
-import sqlite3
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from conftest import query
 from etl import migrate, warehouse
 from etl.db import open_engine
 from etl.query import BREAKDOWN_DIMENSIONS, DIMENSIONS, METRICS, OTHER, ReportSpec, last_range, run_report
@@ -164,14 +164,15 @@ def test_bad_specs_are_refused(kwargs, needle):
 @pytest.fixture
 def archive(cli_env, run, warehouse_url):
     assert run("backfill").exit_code == 0
-    return warehouse_url.removeprefix("sqlite:///")
+    return warehouse_url
 
 
-def raw(path, sql, *params):
-    with sqlite3.connect(path) as conn:
-        return conn.execute(sql, params).fetchall()
+def raw(url, sql):
+    """Read the archive apart from the code under test (SQLAlchemy, on either engine)."""
+    return query(url, sql)
 
 
+@pytest.mark.both_backends
 def test_csv_json_ndjson_parse_back_and_agree_with_sql(run, archive):
     (usage, byok, requests), = raw(archive, "SELECT sum(usage), sum(byok_usage_inference), sum(requests) FROM activity")
     as_csv = list(csv.DictReader(io.StringIO(run("report", "-g", "provider,model", "-f", "csv").stdout)))
@@ -185,6 +186,7 @@ def test_csv_json_ndjson_parse_back_and_agree_with_sql(run, archive):
         assert sum(int(r["requests"]) for r in rows) == requests
 
 
+@pytest.mark.both_backends
 def test_table_has_a_totals_row_equal_to_sql(run, archive):
     (usage,), = raw(archive, "SELECT sum(usage) FROM activity")
     out = run("report", "-g", "model").stdout
@@ -192,6 +194,7 @@ def test_table_has_a_totals_row_equal_to_sql(run, archive):
     assert f"${usage:,.2f}" in total_line
 
 
+@pytest.mark.both_backends
 def test_pdf_has_a_summary_page_and_one_page_per_group(run, archive, tmp_path):
     target = tmp_path / "report.pdf"
     result = run("report", "-g", "provider", "-f", "pdf", "-o", str(target))
@@ -203,12 +206,14 @@ def test_pdf_has_a_summary_page_and_one_page_per_group(run, archive, tmp_path):
     assert f"({1 + providers} page(s))" in result.stderr
 
 
+@pytest.mark.both_backends
 def test_png_is_the_chart_alone(run, archive, tmp_path):
     target = tmp_path / "chart.png"
     assert run("report", "-f", "png", "-o", str(target)).exit_code == 0
     assert target.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+@pytest.mark.both_backends
 def test_filters_and_terminal_chart(run, archive):
     models = [m for (m,) in raw(archive, "SELECT DISTINCT model FROM activity WHERE model LIKE 'openai/%'")]
     out = json.loads(run("report", "--model", "openai/*", "-f", "json").stdout)
@@ -221,6 +226,7 @@ def test_filters_and_terminal_chart(run, archive):
     assert "spend by provider" in chart and "█" in chart
 
 
+@pytest.mark.both_backends
 def test_empty_range_is_an_empty_report_not_an_error(run, archive):
     result = run("report", "--since", "2001-01-01", "--until", "2001-01-31", "-f", "json")
     assert result.exit_code == 0 and json.loads(result.stdout) == []
@@ -247,11 +253,13 @@ def test_bad_arguments_exit_2_with_a_clear_error(run, archive, args, needle):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.both_backends
 def test_report_before_any_sync_says_what_to_do(run, cli_env):
     result = run("report")
     assert result.exit_code == 1 and "run `openrouter-archive sync` first" in result.stderr
 
 
+@pytest.mark.both_backends
 def test_views_answer_the_common_questions(run, archive):
     (usage,), = raw(archive, "SELECT sum(usage) FROM activity")
     monthly = json.loads(run("sql", "SELECT sum(spend_usd) AS s FROM monthly_spend", "-f", "json").stdout)

@@ -30,9 +30,12 @@ def row(endpoint="e1", **overrides):
     return {**base, **overrides}
 
 
+pytestmark = pytest.mark.both_backends
+
+
 @pytest.fixture
-def engine(tmp_path):
-    engine = open_engine(f"sqlite:///{tmp_path / 'w.db'}")
+def engine(warehouse_url):
+    engine = open_engine(warehouse_url)
     migrate.upgrade(engine)
     yield engine
     engine.dispose()
@@ -43,6 +46,7 @@ def table_content(engine):
         return [tuple(r) for r in conn.execute(select(activity).order_by(activity.c.date, activity.c.endpoint_id))]
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_pragmas(engine):
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"

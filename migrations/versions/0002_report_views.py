@@ -7,6 +7,8 @@ Create Date: 2026-11-22
 
 from __future__ import annotations
 
+import re
+
 from alembic import op
 
 revision = "0002"
@@ -63,9 +65,22 @@ VIEWS = {
 }
 
 
+def _for_dialect(body: str, dialect: str) -> str:
+    # PostgreSQL's sum(bigint) is numeric; cast counts back to bigint so that the views
+    # give integers on both engines (SQLite's views stay exactly as they always were).
+    if dialect != "postgresql":
+        return body
+    return re.sub(
+        r"sum\((requests|prompt_tokens|completion_tokens|reasoning_tokens|prompt_tokens \+ completion_tokens)\)",
+        r"CAST(sum(\1) AS bigint)",
+        body,
+    )
+
+
 def upgrade() -> None:
+    dialect = op.get_bind().dialect.name
     for name, body in VIEWS.items():
-        op.execute(f"CREATE VIEW {name} AS {body}")
+        op.execute(f"CREATE VIEW {name} AS {_for_dialect(body, dialect)}")
 
 
 def downgrade() -> None:
