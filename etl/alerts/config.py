@@ -82,7 +82,7 @@ class AlertsConfig:
     # Anomalies: the excess over the baseline must reach this many dollars (cents never alert)...
     anomaly_min_usd: float = 5.0
     # ...and this robust z-score (median/MAD); lower finds more.
-    sensitivity: float = 4.0
+    sensitivity: float = 6.0
     notify: tuple[NotifierConfig, ...] = ()
     # Each notification: attempts within one check, backoff (seconds, doubling), time budget.
     retry_attempts: int = 3
