@@ -249,12 +249,16 @@ def status(app: App, as_json: bool, check: bool) -> None:
     from etl.status import read_status
     from etl.window import utc_today
 
-    report = read_status(app.engine(read_only=True), utc_today(), app.config.health, check_integrity=check)
+    from etl.alerts.status import active_alerts, lines
+
+    engine = app.engine(read_only=True)
+    report = read_status(engine, utc_today(), app.config.health, check_integrity=check)
+    alerts, over_budget = active_alerts(engine)
     if as_json:
-        click.echo(json.dumps({**report.as_dict(), "healthy": report.healthy}, indent=2))
+        click.echo(json.dumps({**report.as_dict(), "alerts": alerts, "healthy": report.healthy and not over_budget}, indent=2))
     else:
-        click.echo("\n".join(status_lines(report)))
-    if check and not report.healthy:
+        click.echo("\n".join([*status_lines(report), *lines(alerts, over_budget)]))
+    if check and (not report.healthy or over_budget):
         sys.exit(1)
 
 
@@ -633,6 +637,11 @@ def sql(app: App, query: str, fmt: str) -> None:
         for r in rows:
             table.add_row(*("NULL" if v is None else str(v) for v in r))
         Console(width=None if sys.stdout.isatty() else 250).print(table)
+
+
+from etl.alerts.commands import alerts_group  # noqa: E402  (light: click only)
+
+cli.add_command(alerts_group)
 
 
 def main() -> None:

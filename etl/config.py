@@ -21,6 +21,7 @@ from typing import Any
 
 import platformdirs
 
+from etl.alerts.config import AlertConfigError, AlertsConfig, parse_alerts
 from etl.errors import ConfigError
 
 APP_NAME = "openrouter-archive"
@@ -86,6 +87,8 @@ class ScheduleConfig:
     credits_cron: str = ""
     retry_delay_seconds: float = _setting(900.0, ge=0)
     max_retries: int = _setting(4, ge=0)
+    # When `run` checks budgets and anomalies (also after every sync); empty means after syncs only.
+    alerts_cron: str = "0 * * * *"
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class Config:
     sync: SyncConfig = SyncConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     health: HealthConfig = HealthConfig()
+    alerts: AlertsConfig = AlertsConfig()
     # Where the settings came from, for messages; not a setting itself.
     source: str = field(default="built-in defaults", compare=False)
 
@@ -162,8 +166,14 @@ def _section(cls: type, data: object, name: str, source: str) -> Any:
 
 def parse_config(data: Mapping[str, object], source: str) -> Config:
     """Check a parsed TOML document; errors name the file, the key and the problem."""
-    sections = {}
+    sections: dict[str, Any] = {}
     for name, value in data.items():
+        if name == "alerts":  # arrays of tables and lists of tables: parsed by etl.alerts.config
+            try:
+                sections[name] = parse_alerts(value)
+            except AlertConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+            continue
         cls = _SECTIONS.get(name)
         if cls is None:
             raise ConfigError(f"{source}: [{name}]: unknown section")

@@ -52,7 +52,7 @@ from etl.window import utc_today
 
 log = logging.getLogger("etl.daemon")
 
-SYNC_JOB, RETRY_JOB, CREDITS_JOB = "sync", "sync-retry", "credits"
+SYNC_JOB, RETRY_JOB, CREDITS_JOB, ALERTS_JOB = "sync", "sync-retry", "credits", "alerts"
 
 
 class SyncFailed(ArchiveError):
@@ -78,6 +78,7 @@ class Daemon:
     scheduler: BaseScheduler
     sync_trigger: BaseTrigger
     credits_trigger: BaseTrigger | None = None
+    alerts_trigger: BaseTrigger | None = None
     on_report: Callable[[SyncReport], None] = lambda _: None
     failures_in_a_row: int = 0
     # (device, inode) of the SQLite file at the end of the last job (None: not opened yet),
@@ -95,6 +96,7 @@ class Daemon:
         *,
         scheduler: BaseScheduler | None = None,
         sync_trigger: BaseTrigger | None = None,
+        alerts_trigger: BaseTrigger | None = None,
     ) -> Daemon:
         schedule = config.schedule
         scheduler = scheduler or BlockingScheduler(timezone=timezone.utc)
@@ -111,6 +113,9 @@ class Daemon:
             sync_trigger or cron_trigger(schedule.sync_cron, "sync_cron", config.source),
             cron_trigger(schedule.credits_cron, "credits_cron", config.source) if schedule.credits_cron.strip() else None,
         )
+        if alerts_trigger is None and schedule.alerts_cron.strip():
+            alerts_trigger = cron_trigger(schedule.alerts_cron, "alerts_cron", config.source)
+        daemon.alerts_trigger = alerts_trigger
         path = sqlite_path(engine)
         if path is not None:
             daemon.identity = file_identity(path)
@@ -120,6 +125,8 @@ class Daemon:
         scheduler.add_job(daemon.sync_job, daemon.sync_trigger, id=SYNC_JOB, name="sync", next_run_time=_now())
         if daemon.credits_trigger is not None:
             scheduler.add_job(daemon.credits_job, daemon.credits_trigger, id=CREDITS_JOB, name="credits")
+        if daemon.alerts_trigger is not None:
+            scheduler.add_job(daemon.alerts_job, daemon.alerts_trigger, id=ALERTS_JOB, name="alerts")
         return daemon
 
     # -- jobs ------------------------------------------------------------------------------
@@ -166,6 +173,7 @@ class Daemon:
         )
         if report.ok:
             log.info(message, extra=fields)
+            self._alerts_after_sync()
         elif report.interrupted:
             log.info(message, extra=fields)
         else:
@@ -184,6 +192,31 @@ class Daemon:
             finally:
                 self._close_warehouse()
         log.info("credits snapshot: %.2f purchased, %.2f used", data["total_credits"], data["total_usage"], extra={"event": "credits"})
+
+    def alerts_job(self) -> None:
+        """Budgets and anomalies ([alerts]): evaluate, record, notify (etl.alerts.check)."""
+        from etl.alerts.check import run_check
+
+        if self.stop.is_set():
+            return
+        with self._lock():
+            self._open_warehouse()
+            try:
+                result = run_check(self.engine, self.client, self.config)
+            finally:
+                self._close_warehouse()
+        log.info(
+            "alerts checked: %d active, %d new, %d resolved, %d sent, %d failed", len(result.active), len(result.fired),
+            len(result.resolved), result.sent, len(result.failures),
+            extra={"event": "alerts", "active": len(result.active), "fired": len(result.fired), "failed": len(result.failures)},
+        )
+
+    def _alerts_after_sync(self) -> None:
+        try:
+            self.alerts_job()
+        except Exception as exc:  # a failing check never makes the sync a failure
+            log.error("alerts check after the sync failed: %s", exc if isinstance(exc, ArchiveError) else f"unexpected {type(exc).__name__}: {exc}",
+                      extra={"event": "failed", "job": ALERTS_JOB})
 
     # -- the warehouse file ------------------------------------------------------------------
 

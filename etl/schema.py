@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 
@@ -334,3 +335,44 @@ analytics_daily_history = _history_table(analytics_daily)
 analytics_provider_daily_history = _history_table(analytics_provider_daily)
 HISTORY_TABLES[analytics_daily.name] = analytics_daily_history
 HISTORY_TABLES[analytics_provider_daily.name] = analytics_provider_daily_history
+
+
+# -- alerts (issue 12), migration 0006 ---------------------------------------------------------
+# One row per alert: (kind, rule, scope, period, threshold) fires once; resolved_at is set
+# when it no longer holds (and cleared, without a new notification, if it holds again).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),  # budget | forecast | anomaly | new_spender
+    Column("rule", String(200), nullable=False),  # the budget's name, or "anomaly"
+    Column("scope", String(500), nullable=False),
+    Column("period", String(20), nullable=False),
+    Column("threshold", String(20), nullable=False),  # "0.8"; "" for anomalies
+    Column("value", Float, nullable=False),
+    Column("limit_usd", Float),
+    Column("baseline", Float),
+    Column("text", Text, nullable=False),
+    Column("details", Text, nullable=False),  # JSON
+    Column("first_fired_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    UniqueConstraint("kind", "rule", "scope", "period", "threshold", name="uq_alerts_identity"),
+    Index(None, "resolved_at"),
+)
+
+# One row per (alert, notifier), written with the alert, before anything is sent:
+# pending -> sending (claimed, committed before the send) -> sent | failed (retried by the
+# next check). A row found still "sending" by the next check was interrupted mid-send: its
+# delivery is unknown and it becomes "unknown", never sent twice.
+alert_notifications = Table(
+    "alert_notifications",
+    metadata,
+    Column("alert_id", Integer, ForeignKey("alerts.id"), primary_key=True),
+    Column("notifier", String(100), primary_key=True),
+    Column("state", String(20), nullable=False),  # pending | sending | sent | failed | unknown
+    Column("attempts", Integer, nullable=False),
+    Column("last_attempt_at", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    Column("last_error", Text),
+)

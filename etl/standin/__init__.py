@@ -5,7 +5,7 @@ contract over real HTTP on loopback, from deterministic fake data, with the live
 API's quirks and injectable network faults. See `StandIn` and `Dataset`.
 """
 
-from etl.standin.data import DEMO_INFERENCE_KEY, DEMO_MANAGEMENT_KEY, Dataset
+from etl.standin.data import DEMO_INFERENCE_KEY, DEMO_MANAGEMENT_KEY, Dataset, Spike
 from etl.standin.server import Fault, RequestRecord, StandIn
 
-__all__ = ["DEMO_INFERENCE_KEY", "DEMO_MANAGEMENT_KEY", "Dataset", "Fault", "RequestRecord", "StandIn"]
+__all__ = ["DEMO_INFERENCE_KEY", "DEMO_MANAGEMENT_KEY", "Dataset", "Fault", "RequestRecord", "Spike", "StandIn"]

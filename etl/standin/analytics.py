@@ -18,9 +18,13 @@ Quirks on request (constructor options): counts as strings, ``null`` for cost co
 that do not apply. ``skew()`` makes the two sources disagree, for reconciliation tests.
 
 Simplifications (documented, not hidden): the time axis is days (granularity ``day``,
-``week``, ``month`` or none; ``hour``/``minute`` are a 400 here), ``time_range.end`` is
-exclusive, today is not served (it has not completed), and latency and throughput of a
-group are request-weighted means of per-endpoint daily figures.
+``week``, ``month`` or none; ``minute`` is a 400 here), ``time_range.end`` is exclusive,
+today is not served by day (it has not completed), and latency and throughput of a group
+are request-weighted means of per-endpoint daily figures. Granularity ``hour`` serves the
+current UTC day only (a range starting before today is a 400 here): today's partial spend,
+the first half of the day's traffic spread evenly over hours 00-11 whatever the clock
+says, as ``/credits`` counts half of today; money is 1/24 of the day per hour, counts an
+even integer split.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ LONG_DIMENSIONS = ("model", "variant", "api_key_id", "user", "workspace", "app")
 SHORT_DIMENSIONS = ("provider",)
 OPERATORS = {"eq": "scalar", "neq": "scalar", "gt": "scalar", "gte": "scalar", "lt": "scalar", "lte": "scalar", "in": "array", "not_in": "array"}
 GRANULARITIES = ("day", "week", "month")
+PARTIAL_HOURS = 12  # the hours of today served (granularity "hour"), each 1/24 of the day
 
 # Titles as apps announce themselves (HTTP-Referer / X-Title); deliberately not unique.
 APP_TITLES = ("Cline", "Roo Code", "SillyTavern", "Open WebUI", "LibreChat", "Aider", "Continue", "Zed", "Internal tool", "Internal tool")
@@ -314,6 +319,8 @@ class Analytics:
                     groups.setdefault((bucket, *(fact.dims[d] for d in q.dimensions)), []).append(fact)
             day += timedelta(days=1)
         rows = [self._row(q, group, facts) for group, facts in groups.items()]
+        if q.granularity == "hour":
+            rows = [hourly for row in rows for hourly in _hours(row, q)]
         rows = _order(rows, q)
         truncated = len(rows) > q.limit
         rows = rows[: q.limit]
@@ -422,6 +429,7 @@ class _Query:
     end: date  # exclusive
     limit: int
     order_by: dict[str, str] | None
+    hours: range = range(0)  # granularity "hour": the hours of today served
 
 
 def _bad(message: str) -> QueryError:
@@ -472,8 +480,10 @@ def _parse(body: Any, today: date, long_reach: int = LONG_RANGE_DAYS, short_reac
         if (kind == "array") != isinstance(f["value"], list):
             raise _bad(f"operator {f['operator']} expects {'an array' if kind == 'array' else 'a scalar'} value")
     granularity = body.get("granularity")
+    if granularity == "hour":
+        return _parse_hours(body, today, metrics, dimensions, filters)
     if granularity is not None and granularity not in GRANULARITIES:
-        if granularity in ("minute", "hour"):
+        if granularity == "minute":
             raise _bad(f"granularity {granularity!r} is not served by the stand-in (days only)")
         raise _bad(f"Unknown granularity: {granularity}")
     limit = body.get("limit", DEFAULT_LIMIT)
@@ -509,6 +519,46 @@ def _parse(body: Any, today: date, long_reach: int = LONG_RANGE_DAYS, short_reac
     last_end = min(end, midnight)
     end_day = last_end.date() + (timedelta(days=1) if last_end.time() != datetime.min.time() else timedelta(0))
     return _Query(metrics, dimensions, filters, granularity, first, max(first, end_day), limit, order_by)
+
+
+def _parse_hours(body: dict[str, Any], today: date, metrics: list[str], dimensions: list[str], filters: list[dict[str, Any]]) -> _Query:
+    """Granularity "hour": today's hours only; ``end`` (exclusive) may cut them short."""
+    midnight = datetime(today.year, today.month, today.day, tzinfo=timezone.utc)
+    time_range = body.get("time_range")
+    if not isinstance(time_range, dict):
+        raise _bad("time_range must be an object with start and end")
+    start, end = _parse_time(time_range.get("start"), "start"), _parse_time(time_range.get("end"), "end")
+    if end <= start:
+        raise _bad("time_range.end must be after time_range.start")
+    if start < midnight:
+        raise _bad("granularity 'hour' is served for the current UTC day only by the stand-in")
+    limit = body.get("limit", DEFAULT_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise _bad(f"limit must be a positive integer, at most {MAX_LIMIT}")
+    hours = max(0, min(PARTIAL_HOURS, math.ceil((end - midnight).total_seconds() / 3600)))
+    first_hour = int((start - midnight).total_seconds() // 3600)
+    query = _Query(metrics, dimensions, filters, "hour", today, today + timedelta(days=1), limit, None)
+    query.hours = range(first_hour, hours)
+    return query
+
+
+def _hours(row: dict[str, Any], q: _Query) -> list[dict[str, Any]]:
+    """One day's row (``date__hour`` at midnight) as the rows of today's served hours."""
+    day = row.pop("date__hour")[:10]
+    out = []
+    for hour in q.hours:
+        part = dict(row)
+        part["date__hour"] = f"{day}T{hour:02d}:00:00.000Z"
+        for metric in q.metrics:
+            value = row.get(metric)
+            if metric in COUNT_METRICS and value is not None:
+                total = int(value)
+                share = total * (hour + 1) // 24 - total * hour // 24
+                part[metric] = str(share) if isinstance(value, str) else share
+            elif metric in MONEY_METRICS and value is not None:
+                part[metric] = value / 24
+        out.append(part)
+    return out
 
 
 def _matches(value: Any, f: dict[str, Any]) -> bool:

@@ -21,7 +21,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 __all__ = [
     "DEMO_INFERENCE_KEY",
@@ -432,6 +432,21 @@ def _item(day: date, endpoint: Endpoint, row: _Row, workspace_id: str | None) ->
 # --------------------------------------------------------------------------- dataset
 
 
+@dataclass(frozen=True)
+class Spike:
+    """Extra spend on one day for one key (by hash), on one model (its slug; None: any).
+
+    Added to the key's row of the model's first non-BYOK endpoint (created if the key did
+    not use it that day), with requests and tokens scaled alike; every answer (/activity,
+    per key, analytics, credits) sees it.
+    """
+
+    day: date
+    usd: float
+    api_key_hash: str
+    model: str | None = None
+
+
 class Dataset:
     """A fake OpenRouter organisation account: keys, workspaces and daily activity.
 
@@ -451,6 +466,7 @@ class Dataset:
         anchor: date | None = None,
         first_key_age_days: int = 150,
         users: int = 2,
+        spikes: Iterable[Spike] = (),
     ) -> None:
         if keys < 1 or workspaces < 1 or users < 1:
             raise ValueError("a dataset needs at least one key, one workspace and one user")
@@ -469,6 +485,7 @@ class Dataset:
             for i in range(keys)
         )
         self._revisions: dict[date, int] = {}
+        self.spikes: tuple[Spike, ...] = tuple(spikes)
         # (day, endpoint_id, key hash or None for every key) -> field overrides, or None: dropped
         self._amendments: dict[tuple[date, str, str | None], dict[str, str] | None] = {}
         self._cache: dict[tuple[date, int, int], dict[str, _Row]] = {}
@@ -691,11 +708,35 @@ class Dataset:
         rows = self._base_rows(day, key)
         for number in range(1, revision + 1):
             self._apply_revision(day, number, key, rows)
+        for spike in self.spikes:
+            if spike.day == day and spike.api_key_hash == key.hash:
+                self._apply_spike(spike, rows)
         with self._lock:
             if len(self._cache) > 20_000:  # a long-running demo must not grow without bound
                 self._cache.clear()
             self._cache[cache_key] = rows
         return rows
+
+    def _apply_spike(self, spike: Spike, rows: dict[str, _Row]) -> None:
+        candidates = [e for e in self.endpoints if e.provider not in BYOK_PROVIDERS and spike.model in (None, e.model.slug)]
+        if not candidates:
+            raise ValueError(f"no endpoint of model {spike.model!r} to put a spike on")
+        endpoint = next((e for e in candidates if e.id in rows), candidates[0])
+        row = rows.get(endpoint.id)
+        if row is None:
+            rng = stable_rng(self.seed, spike.day.isoformat(), "spike", endpoint.id)
+            row = rows[endpoint.id] = _make_row(endpoint, 1, rng, cached=self._has_cached_tokens(spike.day, endpoint))
+            factor = spike.usd / max(row.usage, 1e-9)
+            row.usage = 0.0  # the spike is all of this row's spend
+        else:
+            factor = (row.usage + spike.usd) / max(row.usage, 1e-9)
+        row.requests = max(1, round(row.requests * factor))
+        row.prompt_tokens = round(row.prompt_tokens * factor)
+        row.completion_tokens = round(row.completion_tokens * factor)
+        row.reasoning_tokens = round(row.reasoning_tokens * factor)
+        if row.cached_tokens is not None:
+            row.cached_tokens = round(row.cached_tokens * factor)
+        row.usage = round(row.usage + spike.usd, USAGE_DECIMALS)
 
     # ---------------------------------------------------------------- key usage
 
