@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from etl import __version__
-from etl.errors import ArchiveError, ConfigError
+from etl.errors import ArchiveError, BadArgument, ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -287,7 +287,6 @@ def demo(app: App, db_path: str | None) -> None:
     from pathlib import Path
 
     from etl.config import BASE_URL_ENV, DB_ENV, apply_env_overrides
-    from etl.export import print_table
     from etl.query import ReportSpec, run_report
     from etl.render import status_lines
     from etl.standin import Dataset, StandIn
@@ -316,11 +315,11 @@ def demo(app: App, db_path: str | None) -> None:
         click.echo("")
         click.echo("Spend by model, last 30 days:")
         with engine.connect() as conn:
-            print_table(run_report(conn, ReportSpec(("model",))), human=True, width=None if sys.stdout.isatty() else 250)
+            _print_table(run_report(conn, ReportSpec(("model",))), human=True, width=_table_width())
             if report.analytics and report.analytics.days_archived:
                 click.echo("\nSpend by month, the year the Analytics API still held (recovered by the first sync):")
                 year = ReportSpec(("month",), since=(utc_today() - timedelta(days=365)).isoformat(), history=True)
-                print_table(run_report(conn, year), human=True, width=None if sys.stdout.isatty() else 250)
+                _print_table(run_report(conn, year), human=True, width=_table_width())
         engine.dispose()
         if tmp is None:
             click.echo(f"\nThe demo warehouse stays at {db_path}; try: OPENROUTER_ARCHIVE_DB=sqlite:///{db_path} openrouter-archive status")
@@ -407,12 +406,6 @@ def run(app: App, interval_seconds: float | None) -> None:
     daemon.engine.dispose()  # the daemon may have reopened it
 
 
-class BadArgument(ArchiveError):
-    """A report or sql argument that makes no sense; exits 2 like click's own usage errors."""
-
-    exit_code = 2
-
-
 def _readable_engine(app: App) -> Engine:
     """The warehouse for reading; never creates or migrates it."""
     from etl import migrate
@@ -450,17 +443,21 @@ FORMATS = ("table", "csv", "json", "ndjson", "pdf", "png")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to FILE instead of stdout.")
 @click.option("--chart", is_flag=True, help="Also print a bar chart of the metric per first group.")
 @click.option("--metric", default="usage", show_default=True, help="Metric for --chart, PDF and PNG.")
+@click.option("--columns", metavar="M[,M]", help="Table columns to show, e.g. spend,requests,total_tok (default: all that fit the terminal).")
 @pass_app
 def report(app: App, group_by: str, since: str | None, until: str | None, last: str | None, models: tuple[str, ...],
            providers: tuple[str, ...], keys: tuple[str, ...], top: int | None, sort: str | None, ascending: bool, fmt: str,
-           output: str | None, chart: bool, metric: str) -> None:
+           output: str | None, chart: bool, metric: str, columns: str | None) -> None:
     """Grouped spend and usage from the archive, as a table, CSV, JSON, PDF or PNG.
 
     Spend (OpenRouter credits) and BYOK spend are separate columns, never added together.
     Every format agrees to the cent with a SQL sum over the same rows.
     """
+    from etl.export import parse_columns
     from etl.query import METRICS, ReportSpec, last_range, parse_group_by, run_report
     from etl.window import utc_today
+
+    picked = parse_columns(columns)
 
     try:
         if last:
@@ -488,7 +485,7 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
         if fmt in ("pdf", "png"):
             _write_binary(conn, result, fmt, output, metric)
             return
-    _write_text(result, fmt, output, chart, metric)
+    _write_text(result, fmt, output, chart, metric, picked)
 
 
 def _breakdown_archived(conn: Any, breakdown: str) -> bool:
@@ -516,7 +513,8 @@ def _write_binary(conn: Any, result: Any, fmt: str, output: str | None, metric: 
         click.echo(f"wrote {output} ({pages} page(s))" if fmt == "pdf" else f"wrote {output}", err=True)
 
 
-def _write_text(result: Any, fmt: str, output: str | None, chart: bool, metric: str) -> None:
+def _write_text(result: Any, fmt: str, output: str | None, chart: bool, metric: str,
+                columns: tuple[str, ...] | None = None) -> None:
     from etl import export
 
     if fmt == "table":
@@ -524,7 +522,7 @@ def _write_text(result: Any, fmt: str, output: str | None, chart: bool, metric: 
 
         buffer = io.StringIO() if output else None
         tty = sys.stdout.isatty() and not output
-        export.print_table(result, human=tty, width=None if tty else 250, file=buffer)
+        _print_table(result, human=tty, width=None if tty else _table_width(output is None), file=buffer, columns=columns)
         text = buffer.getvalue() if buffer else ""
     else:
         text = {"csv": export.to_csv, "json": export.to_json, "ndjson": export.to_ndjson}[fmt](result)
@@ -532,6 +530,26 @@ def _write_text(result: Any, fmt: str, output: str | None, chart: bool, metric: 
         text += ("\n" if text else "") + export.bar_chart(result, metric)
     if text:
         _deliver(text.encode(), output) if output else click.echo(text, nl=False)
+
+
+def _table_width(honour_columns: bool = True) -> int | None:
+    """The terminal's width on a terminal (None: rich asks it); else $COLUMNS when set, or
+    250 so that a pipe or a file gets the whole table."""
+    import os
+
+    if sys.stdout.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "") if honour_columns else ""
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 250
+
+
+def _print_table(result: Any, human: bool, width: int | None, file: Any = None, columns: tuple[str, ...] | None = None) -> None:
+    """The report table; a note on stderr names the columns left out to fit the terminal."""
+    from etl.export import print_table
+
+    dropped = print_table(result, human=human, width=width, file=file, columns=columns)
+    if dropped:
+        click.echo(f"note: left out to fit the terminal: {', '.join(dropped)} (pick columns with --columns)", err=True)
 
 
 def _deliver(data: bytes, output: str | None) -> None:
@@ -588,7 +606,7 @@ def sql(app: App, query: str, fmt: str) -> None:
             table.add_column(name)
         for r in rows:
             table.add_row(*("NULL" if v is None else str(v) for v in r))
-        Console(width=None if sys.stdout.isatty() else 250).print(table)
+        Console(width=_table_width()).print(table)
 
 
 def main() -> None:

@@ -71,3 +71,9 @@ class Interrupted(ArchiveError):
 
 class TruncatedAnswerError(InvalidResponseError):
     """An analytics answer cut at its row limit (``truncated: true``): never stored as complete."""
+
+
+class BadArgument(ArchiveError):
+    """A report or sql argument that makes no sense; exits 2 like click's own usage errors."""
+
+    exit_code = 2

@@ -1,7 +1,10 @@
 """Report output: table, CSV, JSON, NDJSON and a terminal bar chart (pure formatting).
 
-CSV and JSON carry exact numbers (floats as Python prints them, no rounding); the table
-rounds money to cents and, on a terminal, shows human units ($1,234.56, 12.3M tokens).
+CSV and JSON carry exact amounts: money is summed exactly and rounded to 1e-9 USD
+(``etl.query.exact_money``), so no float noise, and the same digits on SQLite and
+PostgreSQL. The table rounds money to cents by largest remainder, so that its rows add up
+to its total row (``cents_adding_up``); on a terminal it shows human units ($1,234.56,
+12.3M tokens) and leaves out the columns that do not fit, least important first.
 PDF and PNG live in ``etl/charts.py``.
 """
 
@@ -10,7 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import IO, Any
 
 from etl.query import METRICS, MONEY, Report
@@ -45,34 +50,167 @@ def to_ndjson(report: Report) -> str:
     return "".join(json.dumps({c: row[c] for c in report.columns}) + "\n" for row in report.rows)
 
 
+# Table columns in the order they are given up when the terminal is too narrow: the last
+# first. Spend and BYOK spend are never dropped.
+PRIORITY = ("usage", "byok_usage_inference", "requests", "total_tokens", "prompt_tokens", "completion_tokens",
+            "reasoning_tokens", "cached_tokens")
+KEPT = ("usage", "byok_usage_inference")
+GROUP_MIN_WIDTH = 14  # a group column is cut (with …) down to this before a metric is dropped
+
+
+def metric_aliases() -> dict[str, str]:
+    """Every name a metric goes by: its own, its table label (``spend``, ``byok spend``,
+    ``prompt tok``, in any case, with ``_`` or ``-`` for spaces) and a few short ones."""
+    aliases = {m: m for m in METRICS}
+    for metric, label in LABELS.items():
+        for variant in (label, label.replace(" ", "_"), label.replace(" ", "-")):
+            aliases[variant.lower()] = metric
+    aliases.update({"byok": "byok_usage_inference", "tokens": "total_tokens", "cost": "usage"})
+    return aliases
+
+
+def resolve_metric(name: str, what: str = "metric") -> str:
+    """The metric called ``name`` (a column or a table label); BadArgument when none is."""
+    from etl.errors import BadArgument
+
+    found = metric_aliases().get(name.strip().lower())
+    if found is None:
+        raise BadArgument(f"unknown {what} {name!r}; choose from: {', '.join(metric_choices())}")
+    return found
+
+
+def metric_choices() -> list[str]:
+    """What ``--help`` lists: each metric by its table label, then by its column name."""
+    return [LABELS[m].replace(" ", "_").lower() for m in METRICS] + list(METRICS)
+
+
+def parse_columns(text: str | None) -> tuple[str, ...] | None:
+    """``--columns usage,requests`` → the metrics to show, in that order (None: automatic)."""
+    if text is None:
+        return None
+    picked = tuple(dict.fromkeys(resolve_metric(part, "column") for part in text.split(",") if part.strip()))
+    if not picked:
+        from etl.errors import BadArgument
+
+        raise BadArgument("--columns: name at least one column, e.g. --columns spend,requests")
+    return picked
+
+
 def cell(metric: str, value: Any, human: bool) -> str:
     if metric in MONEY:
         return usd(value)
     return human_count(value) if human else f"{value:,}"
 
 
-def table_rows(report: Report, human: bool) -> tuple[list[str], list[list[str]], list[str]]:
-    """Header, body and footer (totals) cells; cached tokens only when there are any."""
-    metrics = [m for m in METRICS if m != "cached_tokens" or report.totals.get("cached_tokens")]
-    header = [*report.spec.group_by, *(LABELS[m] for m in metrics)]
-    body = [[str(row[g]) for g in report.spec.group_by] + [cell(m, row[m], human) for m in metrics] for row in report.rows]
-    footer = ["total", *([""] * (len(report.spec.group_by) - 1)), *(cell(m, report.totals[m], human) for m in metrics)]
+def cents_adding_up(values: Sequence[float], total: float) -> tuple[list[int], int]:
+    """Each value in whole cents such that the cents add up to ``total`` in cents.
+
+    The total is rounded to the cent as ``f"{total:.2f}"`` would (exactly, from the
+    float's binary value). Largest-remainder rounding (Hamilton's method): every value is
+    rounded down to the cent, then the cents still missing go one each to the values with
+    the largest remainders (ties: the earlier row). Each shown value is then less than a
+    cent from its exact amount, and the table's rows add up to its total row. Returns the
+    cents per value and the total's cents.
+    """
+    exact = [Fraction(v) * 100 for v in values]
+    floors = [math.floor(e) for e in exact]
+    total_cents = round(Fraction(total) * 100)
+    missing = total_cents - sum(floors)
+    if not 0 <= missing <= len(values):  # a total that is not the sum of these values
+        return [round(e) for e in exact], total_cents
+    for i in sorted(range(len(values)), key=lambda i: (floors[i] - exact[i], i))[:missing]:
+        floors[i] += 1
+    return floors, total_cents
+
+
+def _money_cells(report: Report, metric: str) -> tuple[list[str], str]:
+    cents, total = cents_adding_up([row[metric] for row in report.rows], report.totals[metric])
+    return [usd(c / 100) for c in cents], usd(total / 100)
+
+
+def table_rows(report: Report, human: bool, columns: Sequence[str] | None = None) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, body and footer (totals) cells; cached tokens only when there are any.
+
+    Money cells are rounded so that the rows add up to the total row (``cents_adding_up``).
+    """
+    if columns is None:
+        metrics = [m for m in METRICS if m != "cached_tokens" or report.totals.get("cached_tokens")]
+    else:
+        metrics = list(columns)
+    groups = report.spec.group_by
+    header = [*groups, *(LABELS[m] for m in metrics)]
+    cols: list[list[str]] = []
+    feet: list[str] = []
+    for m in metrics:
+        if m in MONEY:
+            body_cells, foot = _money_cells(report, m)
+        else:
+            body_cells, foot = [cell(m, row[m], human) for row in report.rows], cell(m, report.totals[m], human)
+        cols.append(body_cells)
+        feet.append(foot)
+    body = [[str(row[g]) for g in groups] + [c[i] for c in cols] for i, row in enumerate(report.rows)]
+    footer = ["total", *([""] * (len(groups) - 1)), *feet]
     return header, body, footer
 
 
-def print_table(report: Report, human: bool, width: int | None = None, file: IO[str] | None = None) -> None:
-    """Aligned table with a totals row, on stdout or into ``file`` (plain text, no colour)."""
+def fit_columns(header: Sequence[str], body: Sequence[Sequence[str]], footer: Sequence[str], n_groups: int,
+                metrics: Sequence[str], width: int) -> list[str]:
+    """The metrics that fit in ``width`` characters, dropping the lowest priority first.
+
+    Widths as rich draws this table (no outer edge, one space of padding, a one-character
+    rule between columns); group columns count at most GROUP_MIN_WIDTH since rich cuts
+    them with an ellipsis.
+    """
+    def natural(i: int) -> int:
+        return max(len(header[i]), len(footer[i]), *(len(r[i]) for r in body)) if body else max(len(header[i]), len(footer[i]))
+
+    widths = {i: natural(i) for i in range(len(header))}
+    group_width = sum(min(widths[i], GROUP_MIN_WIDTH) for i in range(n_groups))
+    shown = list(metrics)
+    ranked = sorted(shown, key=lambda m: PRIORITY.index(m) if m in PRIORITY else len(PRIORITY))
+
+    def needed(ms: Sequence[str]) -> int:
+        cells = group_width + sum(widths[n_groups + list(metrics).index(m)] for m in ms)
+        n = n_groups + len(ms)
+        return cells + 2 * n - 2 + (n - 1)  # padding inside, minus the unpadded edges, plus rules
+
+    while needed(shown) > width:
+        droppable = [m for m in reversed(ranked) if m in shown and m not in KEPT]
+        if not droppable:
+            break
+        shown.remove(droppable[0])
+    return shown
+
+
+def print_table(report: Report, human: bool, width: int | None = None, file: IO[str] | None = None,
+                columns: Sequence[str] | None = None) -> list[str]:
+    """Aligned table with a totals row, on stdout or into ``file`` (plain text, no colour).
+
+    Without ``columns``, metrics that do not fit the width are left out, the least
+    important first (spend and BYOK spend are always shown, in full); returns the labels
+    of the columns left out, for a note.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    header, body, footer = table_rows(report, human)
-    table = Table(show_footer=True, show_edge=False, pad_edge=False)
+    console = Console(width=width, file=file, color_system=None if file else "auto")
+    metrics = list(columns) if columns is not None else [m for m in METRICS if m != "cached_tokens" or report.totals.get("cached_tokens")]
+    header, body, footer = table_rows(report, human, metrics)
     n_groups = len(report.spec.group_by)
-    for i, (name, foot) in enumerate(zip(header, footer)):
-        table.add_column(name, footer=foot, justify="left" if i < n_groups else "right", no_wrap=i < n_groups)
+    shown = metrics if columns is not None else fit_columns(header, body, footer, n_groups, metrics, console.width)
+    dropped = [m for m in metrics if m not in shown]
+    keep = list(range(n_groups)) + [n_groups + metrics.index(m) for m in shown]
+    table = Table(show_footer=True, show_edge=False, pad_edge=False)
+    for i in keep:
+        if i < n_groups:
+            table.add_column(header[i], footer=footer[i], justify="left", no_wrap=True, overflow="ellipsis")
+        else:  # a number is never cut: its full width is reserved
+            full = max(len(header[i]), len(footer[i]), *(len(r[i]) for r in body)) if body else len(footer[i])
+            table.add_column(header[i], footer=footer[i], justify="right", no_wrap=True, min_width=full)
     for cells in body:
-        table.add_row(*cells)
-    Console(width=width, file=file, color_system=None if file else "auto").print(table)
+        table.add_row(*(cells[i] for i in keep))
+    console.print(table)
+    return [LABELS[m] for m in dropped]
 
 
 def bar_chart(report: Report, metric: str = "usage", width: int = 40) -> str:

@@ -249,19 +249,37 @@ def run_report(conn: Connection, spec: ReportSpec) -> Report:
         from etl.query_history import extend
 
         rows, note = extend(conn, spec, rows, tuple(METRICS))
+    rows = exact_money(rows)
     totals = sum_rows(rows)
     if spec.top is not None:
-        rows = fold_top(rows, spec.group_by, spec.top, spec.sort_metric)
+        rows = exact_money(fold_top(rows, spec.group_by, spec.top, spec.sort_metric))
     return Report(spec, order_rows(rows, spec), totals, note)
+
+
+MONEY_DIGITS = 9  # amounts are rounded to 1e-9 USD: far below a cent, far above float noise
+
+
+def exact_money(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Money as floats rounded to 1e-9 USD (``30.8839774``, never ``30.88397740000001``).
+
+    SQL sums of floats carry rounding noise that differs between SQLite and PostgreSQL
+    (which may also return ``Decimal``); rounding to nine decimals makes every export
+    print the same digits on both.
+    """
+    for row in rows:
+        for m in MONEY:
+            row[m] = round(float(row[m]), MONEY_DIGITS)
+    return rows
 
 
 def sum_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Totals of grouped rows: exact for counts, correctly rounded (fsum) for money.
 
     Summing the groups avoids a second scan of the archive; the result equals SQL's own
-    sum over the same rows up to float rounding, far inside a cent.
+    sum over the same rows up to float rounding, far inside a cent. Money is then rounded
+    to 1e-9 USD like the rows (``exact_money``).
     """
-    return {m: math.fsum(r[m] for r in rows) if m in MONEY else sum(r[m] for r in rows) for m in METRICS}
+    return {m: round(math.fsum(r[m] for r in rows), MONEY_DIGITS) if m in MONEY else sum(r[m] for r in rows) for m in METRICS}
 
 
 def fold_top(rows: list[dict[str, Any]], group_by: Sequence[str], top: int, metric: str) -> list[dict[str, Any]]:
