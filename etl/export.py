@@ -15,10 +15,11 @@ import io
 import json
 import math
 from collections.abc import Callable, Sequence
+from datetime import date, timedelta
 from fractions import Fraction
 from typing import IO, Any
 
-from etl.query import METRICS, MONEY, Report
+from etl.query import METRICS, MONEY, TIME_DIMENSIONS, Report
 from etl.render import human_count, usd
 
 LABELS = {
@@ -213,13 +214,56 @@ def print_table(report: Report, human: bool, width: int | None = None, file: IO[
     return [LABELS[m] for m in dropped]
 
 
+def period_label(bucket: str, day: date) -> str:
+    """The label SQL gives ``day`` when grouped by ``bucket`` (``2026-W47``, ``2026-11``)."""
+    if bucket == "date":
+        return day.isoformat()
+    if bucket == "week":
+        year, week, _ = day.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{day:%Y-%m}" if bucket == "month" else f"{day:%Y}"
+
+
+def period_start(bucket: str, label: str) -> date:
+    """The first day of the period ``label`` names (the inverse of ``period_label``)."""
+    if bucket == "date":
+        return date.fromisoformat(label)
+    if bucket == "week":
+        year, _, week = label.partition("-W")
+        return date.fromisocalendar(int(year), int(week), 1)
+    return date.fromisoformat(label + "-01") if bucket == "month" else date(int(label), 1, 1)
+
+
+def fill_periods(bucket: str, labels: Sequence[str], since: str | None = None, until: str | None = None) -> list[str]:
+    """Every period from ``since`` (or the first label) to ``until`` (or the last), in order:
+    a day, week or month without activity is a bar of zero, never a gap closed up."""
+    if not labels and not (since and until):
+        return []
+    starts = [period_start(bucket, label) for label in labels]
+    first = date.fromisoformat(since) if since else min(starts)
+    last = date.fromisoformat(until) if until else max(starts)
+    first, last = min([first, *starts]), max([last, *starts])
+    seen: dict[str, None] = {}
+    day = first
+    while day <= last:
+        seen.setdefault(period_label(bucket, day), None)
+        day += timedelta(days=1 if bucket in ("date", "week") else 28 if bucket == "month" else 365)
+    seen.setdefault(period_label(bucket, last), None)
+    return list(seen)
+
+
 def bar_chart(report: Report, metric: str = "usage", width: int = 40) -> str:
-    """Horizontal bars of ``metric`` per value of the first group (summed over the second)."""
+    """Horizontal bars of ``metric`` per value of the first group (summed over the second).
+
+    A time group shows every period of the range, zero where there was no activity.
+    """
     first = report.spec.group_by[0]
     totals: dict[str, float] = {}
     for row in report.rows:
         key = str(row[first])
         totals[key] = totals.get(key, 0) + row[metric]
+    if first in TIME_DIMENSIONS and totals:
+        totals = {p: totals.get(p, 0) for p in fill_periods(first, sorted(totals), report.spec.since, report.spec.until)}
     if not totals:
         return "(no rows)\n"
     fmt: Callable[[Any], str] = usd if metric in MONEY else human_count
