@@ -18,6 +18,8 @@ import click
 
 from etl import __version__
 from etl.errors import ArchiveError, BadArgument, ConfigError
+from etl.metrics import choices as metric_choices
+from etl.metrics import resolve as resolve_metric
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -437,13 +439,13 @@ FORMATS = ("table", "csv", "json", "ndjson", "pdf", "png")
 @click.option("--provider", "providers", multiple=True, metavar="PATTERN", help="Only these providers (exact or glob). Repeatable.")
 @click.option("--key", "keys", multiple=True, metavar="NAME", help="Only these API keys, by name (exact or glob). Repeatable; needs the key breakdown.")
 @click.option("--top", type=click.IntRange(min=1), metavar="N", help="Keep the N biggest values of the last group; fold the rest into 'other'.")
-@click.option("--sort", metavar="METRIC|group", help="Order by a metric (default: spend) or by the group values.")
+@click.option("--sort", metavar="METRIC|group", help=f"Order by a metric (default: spend) or by the group values: group, {', '.join(metric_choices())}.")
 @click.option("--asc", "ascending", is_flag=True, help="Smallest first.")
 @click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to FILE instead of stdout.")
 @click.option("--chart", is_flag=True, help="Also print a bar chart of the metric per first group.")
-@click.option("--metric", default="usage", show_default=True, help="Metric for --chart, PDF and PNG.")
-@click.option("--columns", metavar="M[,M]", help="Table columns to show, e.g. spend,requests,total_tok (default: all that fit the terminal).")
+@click.option("--metric", default="spend", show_default=True, metavar="METRIC", help=f"Metric for --chart, PDF and PNG: {', '.join(metric_choices())}.")
+@click.option("--columns", metavar="M[,M]", help="Table columns to show, e.g. spend,requests,total_tok (default: all that fit the terminal); names as for --metric.")
 @pass_app
 def report(app: App, group_by: str, since: str | None, until: str | None, last: str | None, models: tuple[str, ...],
            providers: tuple[str, ...], keys: tuple[str, ...], top: int | None, sort: str | None, ascending: bool, fmt: str,
@@ -454,7 +456,7 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
     Every format agrees to the cent with a SQL sum over the same rows.
     """
     from etl.export import parse_columns
-    from etl.query import METRICS, ReportSpec, last_range, parse_group_by, run_report
+    from etl.query import ReportSpec, last_range, parse_group_by, run_report
     from etl.window import utc_today
 
     picked = parse_columns(columns)
@@ -464,9 +466,10 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
             if since or until:
                 raise ValueError("--last cannot be combined with --since or --until")
             since, until = last_range(last, utc_today())
+        if sort is not None and sort.strip().lower() != "group":
+            sort = resolve_metric(sort, "sort")
+        metric = resolve_metric(metric)
         spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys, history=True)
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose from: {', '.join(METRICS)}")
     except ValueError as exc:
         raise BadArgument(str(exc)) from None
     if fmt in ("pdf", "png") and output is None and sys.stdout.isatty():
@@ -552,6 +555,19 @@ def _print_table(result: Any, human: bool, width: int | None, file: Any = None, 
         click.echo(f"note: left out to fit the terminal: {', '.join(dropped)} (pick columns with --columns)", err=True)
 
 
+def _file_mode(target: Path) -> int:
+    """The mode ``open(target, "w")`` would leave: the existing file's, else 0o666 & ~umask."""
+    import os
+    import stat
+
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def _deliver(data: bytes, output: str | None) -> None:
     """Write atomically: a half-written export is never left behind."""
     import os
@@ -565,6 +581,9 @@ def _deliver(data: bytes, output: str | None) -> None:
     target = Path(output)
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+        # mkstemp makes the file 0600; an export gets the mode any new file would (the
+        # umask), or keeps the mode of the file it replaces.
+        os.fchmod(fd, _file_mode(target))
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, target)

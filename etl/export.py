@@ -19,20 +19,11 @@ from datetime import date, timedelta
 from fractions import Fraction
 from typing import IO, Any
 
+from etl import metrics as metric_names
+from etl.errors import BadArgument
+from etl.metrics import LABELS
 from etl.query import METRICS, MONEY, TIME_DIMENSIONS, Report
 from etl.render import human_count, usd
-
-LABELS = {
-    "usage": "spend",
-    "byok_usage_inference": "BYOK spend",
-    "requests": "requests",
-    "prompt_tokens": "prompt tok",
-    "completion_tokens": "completion tok",
-    "reasoning_tokens": "reasoning tok",
-    "cached_tokens": "cached tok",
-    "total_tokens": "total tok",
-}
-
 
 def to_csv(report: Report) -> str:
     out = io.StringIO()
@@ -59,30 +50,7 @@ KEPT = ("usage", "byok_usage_inference")
 GROUP_MIN_WIDTH = 14  # a group column is cut (with …) down to this before a metric is dropped
 
 
-def metric_aliases() -> dict[str, str]:
-    """Every name a metric goes by: its own, its table label (``spend``, ``byok spend``,
-    ``prompt tok``, in any case, with ``_`` or ``-`` for spaces) and a few short ones."""
-    aliases = {m: m for m in METRICS}
-    for metric, label in LABELS.items():
-        for variant in (label, label.replace(" ", "_"), label.replace(" ", "-")):
-            aliases[variant.lower()] = metric
-    aliases.update({"byok": "byok_usage_inference", "tokens": "total_tokens", "cost": "usage"})
-    return aliases
-
-
-def resolve_metric(name: str, what: str = "metric") -> str:
-    """The metric called ``name`` (a column or a table label); BadArgument when none is."""
-    from etl.errors import BadArgument
-
-    found = metric_aliases().get(name.strip().lower())
-    if found is None:
-        raise BadArgument(f"unknown {what} {name!r}; choose from: {', '.join(metric_choices())}")
-    return found
-
-
-def metric_choices() -> list[str]:
-    """What ``--help`` lists: each metric by its table label, then by its column name."""
-    return [LABELS[m].replace(" ", "_").lower() for m in METRICS] + list(METRICS)
+metric_aliases, metric_choices, resolve_metric = metric_names.aliases, metric_names.choices, metric_names.resolve
 
 
 def parse_columns(text: str | None) -> tuple[str, ...] | None:
@@ -91,8 +59,6 @@ def parse_columns(text: str | None) -> tuple[str, ...] | None:
         return None
     picked = tuple(dict.fromkeys(resolve_metric(part, "column") for part in text.split(",") if part.strip()))
     if not picked:
-        from etl.errors import BadArgument
-
         raise BadArgument("--columns: name at least one column, e.g. --columns spend,requests")
     return picked
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, ColumnElement, Select, Table, and_, func, or_, select
 
+from etl import metrics as metric_names
 from etl.db import iso_week
 from etl.schema import BREAKDOWN_SUBJECTS, BREAKDOWN_TABLES, activity, api_keys
 
@@ -60,7 +61,8 @@ BREAKDOWN_DIMENSIONS = {"key": "key", "workspace": "workspace", "member": "membe
 DIMENSIONS = {**_dimensions(activity), **{name: None for name in BREAKDOWN_DIMENSIONS}}
 TIME_DIMENSIONS = ("date", "week", "month", "year")
 METRICS = _metrics(activity)
-MONEY = ("usage", "byok_usage_inference")
+MONEY = metric_names.MONEY
+assert tuple(METRICS) == metric_names.NAMES
 OTHER = "other"
 _LAST_RE = re.compile(r"^(\d+)([dwmy])$")
 
