@@ -96,16 +96,12 @@ class ArchiveGroup(click.Group):
     """Turns expected failures into one line on stderr and an exit code, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from etl.logs import redact
-
         try:
             return super().invoke(ctx)
         except ArchiveError as exc:
-            click.echo(redact(f"Error: {exc}"), err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, str(exc), exc.exit_code, type(exc).__name__)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
+            _fail(ctx, "Interrupted.", 130, "KeyboardInterrupt", prefix="")
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:
@@ -115,17 +111,109 @@ class ArchiveGroup(click.Group):
             from etl.db import describe_failure, is_operational_failure
 
             if is_operational_failure(exc) and isinstance(app, App):
-                click.echo(redact(f"Error: {describe_failure(exc, app.config.warehouse_url)}"), err=True)
-                ctx.exit(1)
-            click.echo(redact(f"Error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)"), err=True)
-            ctx.exit(1)
+                _fail(ctx, describe_failure(exc, app.config.warehouse_url), 1, type(exc).__name__)
+            _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)", 1, type(exc).__name__)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Every command (and sub-group) also takes the global options, and says its exit codes."""
+        _add_global_options(cmd)
+        if cmd.epilog is None and not isinstance(cmd, click.Group):
+            cmd.epilog = EXIT_CODES.get(cmd.name or "", EXIT_CODES["*"])
+        super().add_command(cmd, name)
+
+
+def _fail(ctx: click.Context, message: str, code: int, kind: str, prefix: str = "Error: ") -> None:
+    """The final line of a failed command on stderr, as text or (--log-format json) JSON."""
+    from etl.logs import redact
+
+    app = ctx.obj
+    if isinstance(app, App) and app.log_format == "json":
+        from datetime import datetime, timezone
+
+        entry = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": "error",
+                 "logger": "etl.cli", "message": message, "error": kind, "exit_code": code}
+        click.echo(redact(json.dumps(entry)), err=True)
+    else:
+        click.echo(redact(f"{prefix}{message}"), err=True)
+    ctx.exit(code)
+
+
+ArchiveGroup.group_class = type  # sub-groups (`db`) are ArchiveGroups too
+
+# The exit status of each command, shown at the end of its --help (and in the README).
+_COMMON_CODES = "2 bad usage, arguments or configuration; 75 another process holds the warehouse's writer lock (try again later); 130 interrupted"
+EXIT_CODES = {
+    "*": f"Exit status: 0 done; 1 failed (the API, the warehouse); {_COMMON_CODES}.",
+    "sync": f"Exit status: 0 every day asked for was archived; 1 a day, a breakdown or the API failed (what was fetched is kept); {_COMMON_CODES}.",
+    "backfill": f"Exit status: 0 every day asked for was archived; 1 a day, a breakdown or the API failed (what was fetched is kept); {_COMMON_CODES}.",
+    "status": "Exit status: 0 shown (and, with --check, healthy); 1 --check found the archive stale, damaged or about to lose days, or the warehouse cannot be read; 2 bad usage or configuration.",
+    "report": "Exit status: 0 written (also for an empty report, with a note); 1 no archive yet, or the warehouse cannot be read; 2 bad arguments (unknown group or metric, bad dates, a file that cannot be written).",
+    "sql": "Exit status: 0 the statement ran; 1 it was refused (it would write) or failed (syntax, unknown table), or no archive yet; 2 bad usage or configuration.",
+    "run": f"Exit status: 0 stopped by SIGTERM or SIGINT; 2 bad configuration (a schedule that cannot work); 75 another process holds the writer lock; 1 the service could not start.",
+    "demo": "Exit status: 0 the demo archived every day; 1 it did not; 2 --db names a file that holds other data.",
+}
+
+
+def _set_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the command: it overrides (-v adds to) the one before."""
+    from click.core import ParameterSource
+
+    if ctx.get_parameter_source(param.name or "") in (ParameterSource.DEFAULT, None):
+        return
+    app = ctx.find_object(App)
+    if app is None:
+        return
+    if param.name == "verbose":
+        app.verbose += value
+    elif param.name == "config_path":
+        if "config" in app.__dict__:
+            del app.__dict__["config"]  # not read yet in practice: commands read it later
+        app.config_path = value
+    else:
+        setattr(app, param.name or "", value)
+    from etl.logs import setup_logging
+
+    setup_logging(app.verbose, app.quiet, app.log_format)
+
+
+def global_options() -> list[click.Option]:
+    """--config, -v, -q, --debug and --log-format: before the command or after it
+    (``openrouter-archive sync --config X``, as a cron line is easily written)."""
+    common: dict[str, Any] = {"expose_value": False, "callback": _set_global}
+    return [
+        # No envvar here: $OPENROUTER_ARCHIVE_CONFIG is read once, by the group's --config.
+        click.Option(["--config", "config_path"], metavar="PATH",
+                     help="Config file (default: ./config.toml, then the user config dir).", **common),
+        click.Option(["-v", "--verbose"], count=True, help="More log output (-vv for debug).", **common),
+        click.Option(["-q", "--quiet"], is_flag=True, help="Only errors and the final summary.", **common),
+        click.Option(["--debug"], is_flag=True, help="Show tracebacks of unexpected errors.", **common),
+        click.Option(["--log-format"], type=click.Choice(["text", "json"]), help="Log lines (and the final Error: line) on stderr as text or JSON.", **common),
+    ]
+
+
+def _add_global_options(cmd: click.Command) -> None:
+    names = {p.name for p in cmd.params}
+    cmd.params.extend(o for o in global_options() if o.name not in names)
 
 
 
 pass_app = click.make_pass_decorator(App)
 
 
-@click.group(cls=ArchiveGroup, context_settings={"help_option_names": ["-h", "--help"]})
+ENVIRONMENT = """\b
+Environment:
+  OPENROUTER_API_KEY          the management key (also read from ./.env)
+  OPENROUTER_BASE_URL         the API's base URL (default: https://openrouter.ai/api/v1)
+  OPENROUTER_ARCHIVE_DB       the warehouse URL (sqlite:///PATH or postgresql://...)
+  OPENROUTER_ARCHIVE_CONFIG   the config file (as --config)
+  OPENROUTER_ARCHIVE_ANALYTICS  off: do not archive the Analytics API's history
+
+\b
+Exit status: 0 done; 1 failed; 2 bad usage or configuration; 75 the writer lock is held
+by another process (try again later); 130 interrupted. Each command's --help says more."""
+
+
+@click.group(cls=ArchiveGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=ENVIRONMENT)
 @click.option("--config", "config_path", metavar="PATH", envvar="OPENROUTER_ARCHIVE_CONFIG", help="Config file (default: ./config.toml, then the user config dir).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the final summary.")
@@ -138,6 +226,8 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
 
     OpenRouter's /activity endpoint only serves the last 30 completed UTC days; this tool
     archives every day into a SQLite warehouse before it disappears.
+
+    The global options may also follow the command (`sync --config X -q`).
     """
     from etl.logs import setup_logging
 
