@@ -519,6 +519,16 @@ def _readable_engine(app: App) -> Engine:
 FORMATS = ("table", "csv", "json", "ndjson", "pdf", "png")
 
 
+def output_options(formats: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--format and --output, shared by `report` and `sql` (written through etl/export.py)."""
+    def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+                         help="Write to FILE instead of stdout (atomically).")(f)
+        return click.option("--format", "-f", "fmt", type=click.Choice(formats), default="table", show_default=True,
+                            help="Output format.")(f)
+    return decorator
+
+
 @cli.command()
 @click.option("--group-by", "-g", default="model", show_default=True, metavar="G[,G]",
               help="One or two of: date, week, month, year, model, permaslug, provider, endpoint, key, workspace, member.")
@@ -531,8 +541,7 @@ FORMATS = ("table", "csv", "json", "ndjson", "pdf", "png")
 @click.option("--top", type=click.IntRange(min=1), metavar="N", help="Keep the N biggest values of the last group; fold the rest into 'other'.")
 @click.option("--sort", metavar="METRIC|group", help=f"Order by a metric (default: spend) or by the group values: group, {', '.join(metric_choices())}.")
 @click.option("--asc", "ascending", is_flag=True, help="Smallest first.")
-@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to FILE instead of stdout.")
+@output_options(FORMATS)
 @click.option("--chart", is_flag=True, help="Also print a bar chart of the metric per first group.")
 @click.option("--metric", default="spend", show_default=True, metavar="METRIC", help=f"Metric for --chart, PDF and PNG: {', '.join(metric_choices())}.")
 @click.option("--columns", metavar="M[,M]", help="Table columns to show, e.g. spend,requests,total_tok (default: all that fit the terminal); names as for --metric.")
@@ -575,6 +584,10 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
             click.echo(f"note: no {spec.breakdown} breakdown archived yet; add \"{spec.breakdown}\" to [sync] breakdowns", err=True)
         if result.note:
             click.echo(f"note: {result.note}", err=True)
+        if not result.rows:
+            _nothing_to_show(conn, spec, fmt)
+            if fmt in ("pdf", "png"):
+                return
         if fmt in ("pdf", "png"):
             _write_binary(conn, result, fmt, output, metric)
             return
@@ -588,6 +601,22 @@ def _breakdown_archived(conn: Any, breakdown: str) -> bool:
 
     query = select(archived_breakdown_days.c.date).where(archived_breakdown_days.c.breakdown == breakdown).limit(1)
     return conn.execute(query).first() is not None
+
+
+def _nothing_to_show(conn: Any, spec: Any, fmt: str) -> None:
+    """A note for an empty report: an empty archive, or nothing in the range and filters."""
+    from dataclasses import replace
+
+    from etl.query import archive_range
+
+    everything = replace(spec, since=None, until=None, models=(), providers=(), keys=())
+    if archive_range(conn, everything) == (None, None):
+        why = "the archive holds no activity yet (run `openrouter-archive sync`)"
+    else:
+        period = f" from {spec.since or 'the start'} to {spec.until or 'the end'}" if spec.since or spec.until else ""
+        why = f"no activity archived{period} for these filters"
+    skipped = f"; no {fmt.upper()} written" if fmt in ("pdf", "png") else ""
+    click.echo(f"note: nothing to show: {why}{skipped}", err=True)
 
 
 def _write_binary(conn: Any, result: Any, fmt: str, output: str | None, metric: str) -> None:
@@ -683,39 +712,35 @@ def _deliver(data: bytes, output: str | None) -> None:
 
 @cli.command()
 @click.argument("query")
-@click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@output_options(("table", "csv", "json", "ndjson"))
 @pass_app
-def sql(app: App, query: str, fmt: str) -> None:
+def sql(app: App, query: str, fmt: str, output: str | None) -> None:
     """Run one SQL statement against the archive, read-only.
 
     Anything that would change the archive, attach a database or set a pragma is refused.
     Views for common questions: daily_spend, monthly_spend, monthly_spend_by_model,
     spend_by_provider.
     """
-    import csv
-    import io
-
+    from etl import export
     from etl.db import run_read_only
 
+    if not query.strip():
+        raise BadArgument("sql: the statement is empty; give one, e.g. openrouter-archive sql \"SELECT * FROM monthly_spend\"")
     columns, rows = run_read_only(app.config.warehouse_url, query)
-    if fmt == "json":
-        click.echo(json.dumps([dict(zip(columns, r)) for r in rows], indent=2, default=str))
-    elif fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
-        click.echo(out.getvalue(), nl=False)
-    else:
-        from rich.console import Console
-        from rich.table import Table
+    if not columns:
+        click.echo("note: the statement ran and returned no columns: nothing to show", err=True)
+        return
+    if fmt == "table":
+        import io
 
-        table = Table(show_edge=False)
-        for name in columns:
-            table.add_column(name)
-        for r in rows:
-            table.add_row(*("NULL" if v is None else str(v) for v in r))
-        Console(width=_table_width()).print(table)
+        buffer = io.StringIO()
+        export.print_rows(columns, rows, width=None if sys.stdout.isatty() and not output else _table_width(output is None),
+                          file=buffer if output else None)
+        if output:
+            _deliver(buffer.getvalue().encode(), output)
+        return
+    text = export.TEXT_FORMATS[fmt](columns, rows)
+    _deliver(text.encode(), output) if output else click.echo(text, nl=False)
 
 
 def main() -> None:

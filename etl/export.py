@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from fractions import Fraction
 from typing import IO, Any
@@ -25,21 +25,54 @@ from etl.metrics import LABELS
 from etl.query import METRICS, MONEY, TIME_DIMENSIONS, Report
 from etl.render import human_count, usd
 
-def to_csv(report: Report) -> str:
+def rows_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV with a header row; NULL is an empty field."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(report.columns)
-    for row in report.rows:
-        writer.writerow([row[c] for c in report.columns])
+    writer.writerow(columns)
+    writer.writerows(rows)
     return out.getvalue()
 
 
+def rows_json(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A JSON array of objects keyed by column name (values JSON cannot hold as text)."""
+    return json.dumps([dict(zip(columns, r)) for r in rows], indent=2, default=str) + "\n"
+
+
+def rows_ndjson(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    return "".join(json.dumps(dict(zip(columns, r)), default=str) + "\n" for r in rows)
+
+
+def print_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], width: int | None = None, file: IO[str] | None = None) -> None:
+    """Any columns and rows as an aligned table (NULL shown as ``NULL``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for name in columns:
+        table.add_column(name)
+    for r in rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in r))
+    Console(width=width, file=file, color_system=None if file else "auto").print(table)
+
+
+TEXT_FORMATS = {"csv": rows_csv, "json": rows_json, "ndjson": rows_ndjson}
+
+
+def _cells(report: Report) -> list[list[Any]]:
+    return [[row[c] for c in report.columns] for row in report.rows]
+
+
+def to_csv(report: Report) -> str:
+    return rows_csv(report.columns, _cells(report))
+
+
 def to_json(report: Report) -> str:
-    return json.dumps([{c: row[c] for c in report.columns} for row in report.rows], indent=2) + "\n"
+    return rows_json(report.columns, _cells(report))
 
 
 def to_ndjson(report: Report) -> str:
-    return "".join(json.dumps({c: row[c] for c in report.columns}) + "\n" for row in report.rows)
+    return rows_ndjson(report.columns, _cells(report))
 
 
 # Table columns in the order they are given up when the terminal is too narrow: the last
