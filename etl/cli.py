@@ -305,21 +305,15 @@ def backfill(app: App, days: int | None) -> None:
 def credits(app: App) -> None:
     """Fetch, store and print the credit balance (purchased, used, remaining)."""
     from etl import warehouse
-    from etl.errors import InvalidResponseError
     from etl.render import usd
 
     with app.client() as client, app.writer_lock():
         engine = app.engine()
         fetched = client.credits()
-        data = fetched.document.get("data") if isinstance(fetched.document, dict) else None
-        try:
-            total, used = float(data["total_credits"]), float(data["total_usage"])  # type: ignore[index]
-        except (TypeError, KeyError, ValueError):
-            raise InvalidResponseError(f"GET /credits: unexpected body: {fetched.body[:120]!r}") from None
         with engine.begin() as conn:
-            raw_id = warehouse.store_raw(conn, fetched, None)
-            warehouse.save_credits(conn, total, used, fetched.fetched_at, raw_id)
+            balance = warehouse.record_credits(conn, fetched)
         engine.dispose()
+    total, used = balance.total_credits, balance.total_usage
     click.echo(f"purchased  {usd(total)}\nused       {usd(used)}\nremaining  {usd(total - used)}")
 
 
@@ -555,32 +549,27 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
     Every format agrees to the cent with a SQL sum over the same rows.
     """
     from etl.export import parse_columns
+    from etl.warehouse import breakdown_archived
     from etl.query import ReportSpec, last_range, parse_group_by, run_report
     from etl.window import utc_today
 
     picked = parse_columns(columns)
 
-    try:
-        if last:
-            if since or until:
-                raise ValueError("--last cannot be combined with --since or --until")
-            since, until = last_range(last, utc_today())
-        if sort is not None and sort.strip().lower() != "group":
-            sort = resolve_metric(sort, "sort")
-        metric = resolve_metric(metric)
-        spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys, history=True)
-    except ValueError as exc:
-        raise BadArgument(str(exc)) from None
+    if last:
+        if since or until:
+            raise BadArgument("--last cannot be combined with --since or --until")
+        since, until = last_range(last, utc_today())
+    if sort is not None and sort.strip().lower() != "group":
+        sort = resolve_metric(sort, "sort")
+    metric = resolve_metric(metric)
+    spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys, history=True)
     if fmt in ("pdf", "png") and output is None and sys.stdout.isatty():
         raise BadArgument(f"{fmt.upper()} output is binary: give --output FILE (or redirect stdout)")
 
     engine = _readable_engine(app)
     with engine.connect() as conn:
-        try:
-            result = run_report(conn, spec)
-        except ValueError as exc:  # e.g. a --key name that matches no key
-            raise BadArgument(str(exc)) from None
-        if spec.breakdown and not result.rows and not _breakdown_archived(conn, spec.breakdown):
+        result = run_report(conn, spec)  # BadArgument e.g. for a --key name that matches no key
+        if spec.breakdown and not result.rows and not breakdown_archived(conn, spec.breakdown):
             click.echo(f"note: no {spec.breakdown} breakdown archived yet; add \"{spec.breakdown}\" to [sync] breakdowns", err=True)
         if result.note:
             click.echo(f"note: {result.note}", err=True)
@@ -592,15 +581,6 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
             _write_binary(conn, result, fmt, output, metric)
             return
     _write_text(result, fmt, output, chart, metric, picked)
-
-
-def _breakdown_archived(conn: Any, breakdown: str) -> bool:
-    from sqlalchemy import select
-
-    from etl.schema import archived_breakdown_days
-
-    query = select(archived_breakdown_days.c.date).where(archived_breakdown_days.c.breakdown == breakdown).limit(1)
-    return conn.execute(query).first() is not None
 
 
 def _nothing_to_show(conn: Any, spec: Any, fmt: str) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, ColumnElement, Select, Table, and_, func, or_
 
 from etl import metrics as metric_names
 from etl.db import iso_week
+from etl.errors import BadArgument
 from etl.schema import BREAKDOWN_SUBJECTS, BREAKDOWN_TABLES, activity, api_keys
 
 def _dimensions(t: Table) -> dict[str, ColumnElement[Any]]:
@@ -84,24 +85,24 @@ class ReportSpec:
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.group_by) <= 2:
-            raise ValueError("group by one or two of: " + ", ".join(DIMENSIONS))
+            raise BadArgument("group by one or two of: " + ", ".join(DIMENSIONS))
         for name in self.group_by:
             if name not in DIMENSIONS:
-                raise ValueError(f"unknown group {name!r}; choose from: {', '.join(DIMENSIONS)}")
+                raise BadArgument(f"unknown group {name!r}; choose from: {', '.join(DIMENSIONS)}")
         if len(set(self.group_by)) != len(self.group_by):
-            raise ValueError(f"group {self.group_by[0]!r} given twice")
+            raise BadArgument(f"group {self.group_by[0]!r} given twice")
         for name, value in (("since", self.since), ("until", self.until)):
             if value is not None:
                 parse_day(value, name)
         if self.since and self.until and self.since > self.until:
-            raise ValueError(f"the range is inverted: since {self.since} is after until {self.until}")
+            raise BadArgument(f"the range is inverted: since {self.since} is after until {self.until}")
         if self.top is not None and self.top < 1:
-            raise ValueError("top must be at least 1")
+            raise BadArgument("top must be at least 1")
         if self.sort is not None and self.sort != "group" and self.sort not in METRICS:
-            raise ValueError(f"unknown sort {self.sort!r}; choose 'group' or one of: {', '.join(METRICS)}")
+            raise BadArgument(f"unknown sort {self.sort!r}; choose 'group' or one of: {', '.join(METRICS)}")
         split = {g for g in self.group_by if g in BREAKDOWN_DIMENSIONS} | ({"key"} if self.keys else set())
         if len(split) > 1:
-            raise ValueError(f"{' and '.join(sorted(split))} come from different breakdowns; use one of them at a time")
+            raise BadArgument(f"{' and '.join(sorted(split))} come from different breakdowns; use one of them at a time")
 
     @property
     def breakdown(self) -> str | None:
@@ -139,7 +140,7 @@ def parse_day(value: str, what: str = "date") -> date:
     try:
         return date.fromisoformat(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what}: expected a date as YYYY-MM-DD, got {value!r}") from None
+        raise BadArgument(f"{what}: expected a date as YYYY-MM-DD, got {value!r}") from None
 
 
 def parse_group_by(text: str) -> tuple[str, ...]:
@@ -150,7 +151,7 @@ def last_range(text: str, today: date) -> tuple[str, str]:
     """``7d``, ``4w``, ``3m``, ``1y``: that many complete days, weeks, months or years up to yesterday."""
     match = _LAST_RE.match(text.strip().lower())
     if not match or int(match.group(1)) < 1:
-        raise ValueError(f"expected a period like 7d, 4w, 3m or 1y, got {text!r}")
+        raise BadArgument(f"expected a period like 7d, 4w, 3m or 1y, got {text!r}")
     n, unit = int(match.group(1)), match.group(2)
     until = today - timedelta(days=1)
     if unit == "d":
@@ -235,7 +236,7 @@ def resolve_keys(names: dict[str, str], patterns: Sequence[str]) -> list[str]:
     hashes = [h for h, name in names.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
     if not hashes:
         known = ", ".join(sorted(names.values())) or "none archived yet (enable [sync] breakdowns = [\"key\"])"
-        raise ValueError(f"no API key matches {', '.join(patterns)}; known keys: {known}")
+        raise BadArgument(f"no API key matches {', '.join(patterns)}; known keys: {known}")
     return hashes
 
 
