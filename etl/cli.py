@@ -144,14 +144,19 @@ ArchiveGroup.group_class = type  # sub-groups (`db`) are ArchiveGroups too
 _COMMON_CODES = "2 bad usage, arguments or configuration; 75 another process holds the warehouse's writer lock (try again later); 130 interrupted"
 EXIT_CODES = {
     "*": f"Exit status: 0 done; 1 failed (the API, the warehouse); {_COMMON_CODES}.",
-    "sync": f"Exit status: 0 every day asked for was archived; 1 a day, a breakdown or the API failed (what was fetched is kept); {_COMMON_CODES}.",
-    "backfill": f"Exit status: 0 every day asked for was archived; 1 a day, a breakdown or the API failed (what was fetched is kept); {_COMMON_CODES}.",
-    "status": "Exit status: 0 shown (and, with --check, healthy); 1 --check found the archive stale, damaged or about to lose days, or the warehouse cannot be read; 2 bad usage or configuration.",
-    "report": "Exit status: 0 written (also for an empty report, with a note); 1 no archive yet, or the warehouse cannot be read; 2 bad arguments (unknown group or metric, bad dates, a file that cannot be written).",
-    "sql": "Exit status: 0 the statement ran; 1 it was refused (it would write) or failed (syntax, unknown table), or no archive yet; 2 bad usage or configuration.",
-    "run": f"Exit status: 0 stopped by SIGTERM or SIGINT; 2 bad configuration (a schedule that cannot work); 75 another process holds the writer lock; 1 the service could not start.",
+    "sync": f"Exit status: 0 every day asked for was archived; 1 a day, a breakdown or the API failed "
+            f"(what was fetched is kept); {_COMMON_CODES}.",
+    "status": "Exit status: 0 shown (and, with --check, healthy); 1 --check found the archive stale, damaged or "
+              "about to lose days, or the warehouse cannot be read; 2 bad usage or configuration.",
+    "report": "Exit status: 0 written (also for an empty report, with a note); 1 no archive yet, or the warehouse "
+              "cannot be read; 2 bad arguments (unknown group or metric, bad dates, a file that cannot be written).",
+    "sql": "Exit status: 0 the statement ran; 1 it was refused (it would write) or failed (syntax, unknown table), "
+           "or no archive yet; 2 bad usage or configuration.",
+    "run": "Exit status: 0 stopped by SIGTERM or SIGINT; 2 bad configuration (a schedule that cannot work); "
+           "75 another process holds the writer lock; 1 the service could not start.",
     "demo": "Exit status: 0 the demo archived every day; 1 it did not; 2 --db names a file that holds other data.",
 }
+EXIT_CODES["backfill"] = EXIT_CODES["sync"]
 
 
 def _set_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:

@@ -274,7 +274,8 @@ class Daemon:
         # Asked of the trigger, not the scheduler: a job calling scheduler.get_job() while
         # shutdown(wait=True) holds the job-store lock and waits for that job deadlocks.
         now = _now()
-        return self.sync_trigger.get_next_fire_time(now, now)
+        fire: datetime | None = self.sync_trigger.get_next_fire_time(now, now)
+        return fire
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Safe from a signal handler: the shutdown itself waits in another thread."""

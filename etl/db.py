@@ -200,7 +200,7 @@ def _upsert(name: str, table: Table, keys: tuple[str, ...], update: tuple[str, .
     if name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]  # same on_conflict API
     else:
         raise WarehouseError(f"upsert is not supported on {name}; use SQLite or PostgreSQL")
     stmt = insert(table)

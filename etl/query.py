@@ -178,7 +178,7 @@ def _months_before(day: date, months: int) -> date:
 
 def _pattern(column: ColumnElement[Any], patterns: Sequence[str]) -> ColumnElement[bool]:
     """Exact match, or a glob (``*``, ``?``) translated to a portable LIKE."""
-    clauses = []
+    clauses: list[ColumnElement[bool]] = []
     for pattern in patterns:
         if "*" in pattern or "?" in pattern:
             like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")

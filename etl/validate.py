@@ -143,10 +143,10 @@ def validate_day(day: str, items: Iterable[tuple[int, Mapping[str, Any]]], subje
         row = item.row()
         scope = ""
         if subject is not None:
-            scope = raw.get(subject)
-            if not isinstance(scope, str) or not scope:
-                raise ValueError(f"item {index}: {subject}: expected a non-empty string, got {_show(scope)}")
-            row[subject] = scope
+            value = raw.get(subject)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"item {index}: {subject}: expected a non-empty string, got {_show(value)}")
+            row[subject] = scope = value
         if (scope, item.endpoint_id) in seen:
             what = f"{subject} {scope!r} and " if subject else ""
             raise ValueError(f"item {index}: duplicate row for {what}endpoint_id {item.endpoint_id!r}")

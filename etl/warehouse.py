@@ -241,7 +241,7 @@ def store_raw(conn: Connection, fetched: Fetched, run_id: int | None) -> int:
             sha256=hashlib.sha256(fetched.body).hexdigest(),
         )
     )
-    return int(result.inserted_primary_key[0])
+    return _inserted_id(result)
 
 
 def read_raw(conn: Connection, raw_id: int) -> bytes:
@@ -255,6 +255,13 @@ def save_credits(conn: Connection, total_credits: float, total_usage: float, fet
             fetched_at=fetched_at, total_credits=total_credits, total_usage=total_usage, raw_response_id=raw_response_id
         )
     )
+
+
+def _inserted_id(result: Any) -> int:
+    key = result.inserted_primary_key
+    if key is None:  # every table here has an autoincrement id
+        raise RuntimeError("bug: an insert returned no primary key")
+    return int(key[0])
 
 
 def record_credits(conn: Connection, fetched: Fetched) -> CreditBalance:
@@ -310,7 +317,7 @@ def start_run(engine: Engine, trigger: str, now: datetime) -> int:
                 rows_unchanged=0,
             )
         )
-        return int(result.inserted_primary_key[0])
+        return _inserted_id(result)
 
 
 def finish_run(engine: Engine, run_id: int, *, now: datetime, outcome: str, error: str | None = None, **counts: Any) -> None:

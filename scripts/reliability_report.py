@@ -834,7 +834,7 @@ def first_run_interrupts(
         for n, (name, condition, delay) in enumerate(points):
             db = folder / f"first-{sig.name}-{n}.db"
             proc = cli(folder, db, api, "-q", "sync")
-            wait_until(lambda: proc.poll() is not None or reached[condition](db), timeout=60, interval=0.001)
+            wait_until(lambda: proc.poll() is not None or reached[condition](db), timeout=60, interval=0.001)  # noqa: B023 (called at once)
             if delay:
                 time.sleep(delay)
             arrived = proc.poll() is None
