@@ -110,3 +110,17 @@ def test_csv_and_json_carry_amounts_without_float_noise(run, archive):
         assert row["usage"] == round(by_group[row["provider"]], 9)
     for row in csv.DictReader(io.StringIO(text)):
         assert len(row["usage"].partition(".")[2]) <= 9
+
+
+def test_reliability_check_shown_amounts_add_up():
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        from reliability_report import shown_amounts_add_up
+    finally:
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    row = shown_amounts_add_up()
+    assert row.ok and row.rows_lost == 0, row
