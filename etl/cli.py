@@ -655,6 +655,7 @@ def _print_table(result: Any, human: bool, width: int | None, file: Any = None, 
     from etl.export import print_table
 
     dropped = print_table(result, human=human, width=width, file=file, columns=columns)
+    sys.stdout.flush()  # the table before the note, also when both go to one terminal
     if dropped:
         click.echo(f"note: left out to fit the terminal: {', '.join(dropped)} (pick columns with --columns)", err=True)
 
