@@ -31,7 +31,6 @@ revisions move superseded versions to the history tables instead of counting twi
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from etl import __version__
-from etl.errors import ArchiveError, ConfigError
+from etl.errors import ArchiveError, BadArgument, ConfigError
+from etl.metrics import choices as metric_choices
+from etl.metrics import resolve as resolve_metric
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -97,16 +99,12 @@ class ArchiveGroup(click.Group):
     """Turns expected failures into one line on stderr and an exit code, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from etl.logs import redact
-
         try:
             return super().invoke(ctx)
         except ArchiveError as exc:
-            click.echo(redact(f"Error: {exc}"), err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, str(exc), exc.exit_code, type(exc).__name__)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
+            _fail(ctx, "Interrupted.", 130, "KeyboardInterrupt", prefix="")
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:
@@ -116,17 +114,123 @@ class ArchiveGroup(click.Group):
             from etl.db import describe_failure, is_operational_failure
 
             if is_operational_failure(exc) and isinstance(app, App):
-                click.echo(redact(f"Error: {describe_failure(exc, app.config.warehouse_url)}"), err=True)
-                ctx.exit(1)
-            click.echo(redact(f"Error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)"), err=True)
-            ctx.exit(1)
+                _fail(ctx, describe_failure(exc, app.config.warehouse_url), 1, type(exc).__name__)
+            _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)", 1, type(exc).__name__)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Every command (and sub-group) also takes the global options, and says its exit codes."""
+        _dress(cmd)
+        super().add_command(cmd, name)
+
+
+def _dress(cmd: click.Command) -> None:
+    """The global options and the exit codes on ``cmd`` and, for a group built elsewhere
+    (``etl/alerts/commands.py``), on the commands it already holds."""
+    _add_global_options(cmd)
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _dress(sub)
+    elif cmd.epilog is None:
+        cmd.epilog = EXIT_CODES.get(cmd.name or "", EXIT_CODES["*"])
+
+
+def _fail(ctx: click.Context, message: str, code: int, kind: str, prefix: str = "Error: ") -> None:
+    """The final line of a failed command on stderr, as text or (--log-format json) JSON."""
+    from etl.logs import redact
+
+    app = ctx.obj
+    if isinstance(app, App) and app.log_format == "json":
+        from datetime import datetime, timezone
+
+        entry = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": "error",
+                 "logger": "etl.cli", "message": message, "error": kind, "exit_code": code}
+        click.echo(redact(json.dumps(entry)), err=True)
+    else:
+        click.echo(redact(f"{prefix}{message}"), err=True)
+    ctx.exit(code)
+
+
+ArchiveGroup.group_class = type  # sub-groups (`db`) are ArchiveGroups too
+
+# The exit status of each command, shown at the end of its --help (and in the README).
+_COMMON_CODES = "2 bad usage, arguments or configuration; 75 another process holds the warehouse's writer lock (try again later); 130 interrupted"
+EXIT_CODES = {
+    "*": f"Exit status: 0 done; 1 failed (the API, the warehouse); {_COMMON_CODES}.",
+    "sync": f"Exit status: 0 every day asked for was archived; 1 a day, a breakdown or the API failed "
+            f"(what was fetched is kept); {_COMMON_CODES}.",
+    "status": "Exit status: 0 shown (and, with --check, healthy); 1 --check found the archive stale, damaged or "
+              "about to lose days, or the warehouse cannot be read; 2 bad usage or configuration.",
+    "report": "Exit status: 0 written (also for an empty report, with a note); 1 no archive yet, or the warehouse "
+              "cannot be read; 2 bad arguments (unknown group or metric, bad dates, a file that cannot be written).",
+    "sql": "Exit status: 0 the statement ran; 1 it was refused (it would write) or failed (syntax, unknown table), "
+           "or no archive yet; 2 bad usage or configuration.",
+    "run": "Exit status: 0 stopped by SIGTERM or SIGINT; 2 bad configuration (a schedule that cannot work); "
+           "75 another process holds the writer lock; 1 the service could not start.",
+    "demo": "Exit status: 0 the demo archived every day; 1 it did not; 2 --db names a file that holds other data.",
+}
+EXIT_CODES["backfill"] = EXIT_CODES["sync"]
+
+
+def _set_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the command: it overrides (-v adds to) the one before."""
+    from click.core import ParameterSource
+
+    if ctx.get_parameter_source(param.name or "") in (ParameterSource.DEFAULT, None):
+        return
+    app = ctx.find_object(App)
+    if app is None:
+        return
+    if param.name == "verbose":
+        app.verbose += value
+    elif param.name == "config_path":
+        if "config" in app.__dict__:
+            del app.__dict__["config"]  # not read yet in practice: commands read it later
+        app.config_path = value
+    else:
+        setattr(app, param.name or "", value)
+    from etl.logs import setup_logging
+
+    setup_logging(app.verbose, app.quiet, app.log_format)
+
+
+def global_options() -> list[click.Option]:
+    """--config, -v, -q, --debug and --log-format: before the command or after it
+    (``openrouter-archive sync --config X``, as a cron line is easily written)."""
+    common: dict[str, Any] = {"expose_value": False, "callback": _set_global}
+    return [
+        # No envvar here: $OPENROUTER_ARCHIVE_CONFIG is read once, by the group's --config.
+        click.Option(["--config", "config_path"], metavar="PATH",
+                     help="Config file (default: ./config.toml, then the user config dir).", **common),
+        click.Option(["-v", "--verbose"], count=True, help="More log output (-vv for debug).", **common),
+        click.Option(["-q", "--quiet"], is_flag=True, help="Only errors and the final summary.", **common),
+        click.Option(["--debug"], is_flag=True, help="Show tracebacks of unexpected errors.", **common),
+        click.Option(["--log-format"], type=click.Choice(["text", "json"]), help="Log lines (and the final Error: line) on stderr as text or JSON.", **common),
+    ]
+
+
+def _add_global_options(cmd: click.Command) -> None:
+    names = {p.name for p in cmd.params}
+    cmd.params.extend(o for o in global_options() if o.name not in names)
 
 
 
 pass_app = click.make_pass_decorator(App)
 
 
-@click.group(cls=ArchiveGroup, context_settings={"help_option_names": ["-h", "--help"]})
+ENVIRONMENT = """\b
+Environment:
+  OPENROUTER_API_KEY          the management key (also read from ./.env)
+  OPENROUTER_BASE_URL         the API's base URL (default: https://openrouter.ai/api/v1)
+  OPENROUTER_ARCHIVE_DB       the warehouse URL (sqlite:///PATH or postgresql://...)
+  OPENROUTER_ARCHIVE_CONFIG   the config file (as --config)
+  OPENROUTER_ARCHIVE_ANALYTICS  off: do not archive the Analytics API's history
+
+\b
+Exit status: 0 done; 1 failed; 2 bad usage or configuration; 75 the writer lock is held
+by another process (try again later); 130 interrupted. Each command's --help says more."""
+
+
+@click.group(cls=ArchiveGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=ENVIRONMENT)
 @click.option("--config", "config_path", metavar="PATH", envvar="OPENROUTER_ARCHIVE_CONFIG", help="Config file (default: ./config.toml, then the user config dir).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the final summary.")
@@ -139,6 +243,8 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
 
     OpenRouter's /activity endpoint only serves the last 30 completed UTC days; this tool
     archives every day into a SQLite warehouse before it disappears.
+
+    The global options may also follow the command (`sync --config X -q`).
     """
     from etl.logs import setup_logging
 
@@ -216,21 +322,15 @@ def backfill(app: App, days: int | None) -> None:
 def credits(app: App) -> None:
     """Fetch, store and print the credit balance (purchased, used, remaining)."""
     from etl import warehouse
-    from etl.errors import InvalidResponseError
     from etl.render import usd
 
     with app.client() as client, app.writer_lock():
         engine = app.engine()
         fetched = client.credits()
-        data = fetched.document.get("data") if isinstance(fetched.document, dict) else None
-        try:
-            total, used = float(data["total_credits"]), float(data["total_usage"])  # type: ignore[index]
-        except (TypeError, KeyError, ValueError):
-            raise InvalidResponseError(f"GET /credits: unexpected body: {fetched.body[:120]!r}") from None
         with engine.begin() as conn:
-            raw_id = warehouse.store_raw(conn, fetched, None)
-            warehouse.save_credits(conn, total, used, fetched.fetched_at, raw_id)
+            balance = warehouse.record_credits(conn, fetched)
         engine.dispose()
+    total, used = balance.total_credits, balance.total_usage
     click.echo(f"purchased  {usd(total)}\nused       {usd(used)}\nremaining  {usd(total - used)}")
 
 
@@ -335,7 +435,6 @@ def demo(app: App, db_path: str | None) -> None:
     from pathlib import Path
 
     from etl.config import BASE_URL_ENV, DB_ENV, apply_env_overrides
-    from etl.export import print_table
     from etl.query import ReportSpec, run_report
     from etl.render import status_lines
     from etl.standin import Dataset, StandIn
@@ -364,11 +463,11 @@ def demo(app: App, db_path: str | None) -> None:
         click.echo("")
         click.echo("Spend by model, last 30 days:")
         with engine.connect() as conn:
-            print_table(run_report(conn, ReportSpec(("model",))), human=True, width=None if sys.stdout.isatty() else 250)
+            _print_table(run_report(conn, ReportSpec(("model",))), human=True, width=_table_width())
             if report.analytics and report.analytics.days_archived:
                 click.echo("\nSpend by month, the year the Analytics API still held (recovered by the first sync):")
                 year = ReportSpec(("month",), since=(utc_today() - timedelta(days=365)).isoformat(), history=True)
-                print_table(run_report(conn, year), human=True, width=None if sys.stdout.isatty() else 250)
+                _print_table(run_report(conn, year), human=True, width=_table_width())
         engine.dispose()
         if tmp is None:
             click.echo(f"\nThe demo warehouse stays at {db_path}; try: OPENROUTER_ARCHIVE_DB=sqlite:///{db_path} openrouter-archive status")
@@ -455,12 +554,6 @@ def run(app: App, interval_seconds: float | None) -> None:
     daemon.engine.dispose()  # the daemon may have reopened it
 
 
-class BadArgument(ArchiveError):
-    """A report or sql argument that makes no sense; exits 2 like click's own usage errors."""
-
-    exit_code = 2
-
-
 def _readable_engine(app: App) -> Engine:
     """The warehouse for reading; never creates or migrates it."""
     from etl import migrate
@@ -482,6 +575,16 @@ def _readable_engine(app: App) -> Engine:
 FORMATS = ("table", "csv", "json", "ndjson", "pdf", "png")
 
 
+def output_options(formats: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--format and --output, shared by `report` and `sql` (written through etl/export.py)."""
+    def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+                         help="Write to FILE instead of stdout (atomically).")(f)
+        return click.option("--format", "-f", "fmt", type=click.Choice(formats), default="table", show_default=True,
+                            help="Output format.")(f)
+    return decorator
+
+
 @cli.command()
 @click.option("--group-by", "-g", default="model", show_default=True, metavar="G[,G]",
               help="One or two of: date, week, month, year, model, permaslug, provider, endpoint, key, workspace, member.")
@@ -492,60 +595,70 @@ FORMATS = ("table", "csv", "json", "ndjson", "pdf", "png")
 @click.option("--provider", "providers", multiple=True, metavar="PATTERN", help="Only these providers (exact or glob). Repeatable.")
 @click.option("--key", "keys", multiple=True, metavar="NAME", help="Only these API keys, by name (exact or glob). Repeatable; needs the key breakdown.")
 @click.option("--top", type=click.IntRange(min=1), metavar="N", help="Keep the N biggest values of the last group; fold the rest into 'other'.")
-@click.option("--sort", metavar="METRIC|group", help="Order by a metric (default: spend) or by the group values.")
+@click.option("--sort", metavar="METRIC|group", help=f"Order by a metric (default: spend) or by the group values: group, {', '.join(metric_choices())}.")
 @click.option("--asc", "ascending", is_flag=True, help="Smallest first.")
-@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to FILE instead of stdout.")
+@output_options(FORMATS)
 @click.option("--chart", is_flag=True, help="Also print a bar chart of the metric per first group.")
-@click.option("--metric", default="usage", show_default=True, help="Metric for --chart, PDF and PNG.")
+@click.option("--metric", default="spend", show_default=True, metavar="METRIC", help=f"Metric for --chart, PDF and PNG: {', '.join(metric_choices())}.")
+@click.option("--columns", metavar="M[,M]", help="Table columns to show, e.g. spend,requests,total_tok (default: all that fit the terminal); names as for --metric.")
 @pass_app
 def report(app: App, group_by: str, since: str | None, until: str | None, last: str | None, models: tuple[str, ...],
            providers: tuple[str, ...], keys: tuple[str, ...], top: int | None, sort: str | None, ascending: bool, fmt: str,
-           output: str | None, chart: bool, metric: str) -> None:
+           output: str | None, chart: bool, metric: str, columns: str | None) -> None:
     """Grouped spend and usage from the archive, as a table, CSV, JSON, PDF or PNG.
 
     Spend (OpenRouter credits) and BYOK spend are separate columns, never added together.
     Every format agrees to the cent with a SQL sum over the same rows.
     """
-    from etl.query import METRICS, ReportSpec, last_range, parse_group_by, run_report
+    from etl.export import parse_columns
+    from etl.warehouse import breakdown_archived
+    from etl.query import ReportSpec, last_range, parse_group_by, run_report
     from etl.window import utc_today
 
-    try:
-        if last:
-            if since or until:
-                raise ValueError("--last cannot be combined with --since or --until")
-            since, until = last_range(last, utc_today())
-        spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys, history=True)
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose from: {', '.join(METRICS)}")
-    except ValueError as exc:
-        raise BadArgument(str(exc)) from None
+    picked = parse_columns(columns)
+
+    if last:
+        if since or until:
+            raise BadArgument("--last cannot be combined with --since or --until")
+        since, until = last_range(last, utc_today())
+    if sort is not None and sort.strip().lower() != "group":
+        sort = resolve_metric(sort, "sort")
+    metric = resolve_metric(metric)
+    spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys, history=True)
     if fmt in ("pdf", "png") and output is None and sys.stdout.isatty():
         raise BadArgument(f"{fmt.upper()} output is binary: give --output FILE (or redirect stdout)")
 
     engine = _readable_engine(app)
     with engine.connect() as conn:
-        try:
-            result = run_report(conn, spec)
-        except ValueError as exc:  # e.g. a --key name that matches no key
-            raise BadArgument(str(exc)) from None
-        if spec.breakdown and not result.rows and not _breakdown_archived(conn, spec.breakdown):
+        result = run_report(conn, spec)  # BadArgument e.g. for a --key name that matches no key
+        if spec.breakdown and not result.rows and not breakdown_archived(conn, spec.breakdown):
             click.echo(f"note: no {spec.breakdown} breakdown archived yet; add \"{spec.breakdown}\" to [sync] breakdowns", err=True)
         if result.note:
             click.echo(f"note: {result.note}", err=True)
+        if not result.rows:
+            _nothing_to_show(conn, spec, fmt)
+            if fmt in ("pdf", "png"):
+                return
         if fmt in ("pdf", "png"):
             _write_binary(conn, result, fmt, output, metric)
             return
-    _write_text(result, fmt, output, chart, metric)
+    _write_text(result, fmt, output, chart, metric, picked)
 
 
-def _breakdown_archived(conn: Any, breakdown: str) -> bool:
-    from sqlalchemy import select
+def _nothing_to_show(conn: Any, spec: Any, fmt: str) -> None:
+    """A note for an empty report: an empty archive, or nothing in the range and filters."""
+    from dataclasses import replace
 
-    from etl.schema import archived_breakdown_days
+    from etl.query import archive_range
 
-    query = select(archived_breakdown_days.c.date).where(archived_breakdown_days.c.breakdown == breakdown).limit(1)
-    return conn.execute(query).first() is not None
+    everything = replace(spec, since=None, until=None, models=(), providers=(), keys=())
+    if archive_range(conn, everything) == (None, None):
+        why = "the archive holds no activity yet (run `openrouter-archive sync`)"
+    else:
+        period = f" from {spec.since or 'the start'} to {spec.until or 'the end'}" if spec.since or spec.until else ""
+        why = f"no activity archived{period} for these filters"
+    skipped = f"; no {fmt.upper()} written" if fmt in ("pdf", "png") else ""
+    click.echo(f"note: nothing to show: {why}{skipped}", err=True)
 
 
 def _write_binary(conn: Any, result: Any, fmt: str, output: str | None, metric: str) -> None:
@@ -564,7 +677,8 @@ def _write_binary(conn: Any, result: Any, fmt: str, output: str | None, metric: 
         click.echo(f"wrote {output} ({pages} page(s))" if fmt == "pdf" else f"wrote {output}", err=True)
 
 
-def _write_text(result: Any, fmt: str, output: str | None, chart: bool, metric: str) -> None:
+def _write_text(result: Any, fmt: str, output: str | None, chart: bool, metric: str,
+                columns: tuple[str, ...] | None = None) -> None:
     from etl import export
 
     if fmt == "table":
@@ -572,7 +686,7 @@ def _write_text(result: Any, fmt: str, output: str | None, chart: bool, metric: 
 
         buffer = io.StringIO() if output else None
         tty = sys.stdout.isatty() and not output
-        export.print_table(result, human=tty, width=None if tty else 250, file=buffer)
+        _print_table(result, human=tty, width=None if tty else _table_width(output is None), file=buffer, columns=columns)
         text = buffer.getvalue() if buffer else ""
     else:
         text = {"csv": export.to_csv, "json": export.to_json, "ndjson": export.to_ndjson}[fmt](result)
@@ -580,6 +694,40 @@ def _write_text(result: Any, fmt: str, output: str | None, chart: bool, metric: 
         text += ("\n" if text else "") + export.bar_chart(result, metric)
     if text:
         _deliver(text.encode(), output) if output else click.echo(text, nl=False)
+
+
+def _table_width(honour_columns: bool = True) -> int | None:
+    """The terminal's width on a terminal (None: rich asks it); else $COLUMNS when set, or
+    250 so that a pipe or a file gets the whole table."""
+    import os
+
+    if sys.stdout.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "") if honour_columns else ""
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 250
+
+
+def _print_table(result: Any, human: bool, width: int | None, file: Any = None, columns: tuple[str, ...] | None = None) -> None:
+    """The report table; a note on stderr names the columns left out to fit the terminal."""
+    from etl.export import print_table
+
+    dropped = print_table(result, human=human, width=width, file=file, columns=columns)
+    sys.stdout.flush()  # the table before the note, also when both go to one terminal
+    if dropped:
+        click.echo(f"note: left out to fit the terminal: {', '.join(dropped)} (pick columns with --columns)", err=True)
+
+
+def _file_mode(target: Path) -> int:
+    """The mode ``open(target, "w")`` would leave: the existing file's, else 0o666 & ~umask."""
+    import os
+    import stat
+
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def _deliver(data: bytes, output: str | None) -> None:
@@ -595,6 +743,9 @@ def _deliver(data: bytes, output: str | None) -> None:
     target = Path(output)
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+        # mkstemp makes the file 0600; an export gets the mode any new file would (the
+        # umask), or keeps the mode of the file it replaces.
+        os.fchmod(fd, _file_mode(target))
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, target)
@@ -604,39 +755,35 @@ def _deliver(data: bytes, output: str | None) -> None:
 
 @cli.command()
 @click.argument("query")
-@click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@output_options(("table", "csv", "json", "ndjson"))
 @pass_app
-def sql(app: App, query: str, fmt: str) -> None:
+def sql(app: App, query: str, fmt: str, output: str | None) -> None:
     """Run one SQL statement against the archive, read-only.
 
     Anything that would change the archive, attach a database or set a pragma is refused.
     Views for common questions: daily_spend, monthly_spend, monthly_spend_by_model,
     spend_by_provider.
     """
-    import csv
-    import io
-
+    from etl import export
     from etl.db import run_read_only
 
+    if not query.strip():
+        raise BadArgument("sql: the statement is empty; give one, e.g. openrouter-archive sql \"SELECT * FROM monthly_spend\"")
     columns, rows = run_read_only(app.config.warehouse_url, query)
-    if fmt == "json":
-        click.echo(json.dumps([dict(zip(columns, r)) for r in rows], indent=2, default=str))
-    elif fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
-        click.echo(out.getvalue(), nl=False)
-    else:
-        from rich.console import Console
-        from rich.table import Table
+    if not columns:
+        click.echo("note: the statement ran and returned no columns: nothing to show", err=True)
+        return
+    if fmt == "table":
+        import io
 
-        table = Table(show_edge=False)
-        for name in columns:
-            table.add_column(name)
-        for r in rows:
-            table.add_row(*("NULL" if v is None else str(v) for v in r))
-        Console(width=None if sys.stdout.isatty() else 250).print(table)
+        buffer = io.StringIO()
+        export.print_rows(columns, rows, width=None if sys.stdout.isatty() and not output else _table_width(output is None),
+                          file=buffer if output else None)
+        if output:
+            _deliver(buffer.getvalue().encode(), output)
+        return
+    text = export.TEXT_FORMATS[fmt](columns, rows)
+    _deliver(text.encode(), output) if output else click.echo(text, nl=False)
 
 
 from etl.alerts.commands import alerts_group  # noqa: E402  (light: click only)

@@ -140,7 +140,7 @@ class OpenRouterClient:
         self._retry = retry or RetryPolicy()
         self._stop = stop or threading.Event()
         # Waiting on the stop event instead of sleeping lets a daemon shut down mid-backoff.
-        self._sleep = sleep or self._stop.wait
+        self._sleep: Callable[[float], object] = sleep or self._stop.wait
         self._timeout = timeout
         self._max_bytes = max_response_bytes
         self._key_env = api_key_env
@@ -239,7 +239,7 @@ class OpenRouterClient:
             retry=retry_if_exception_type(_Retryable),
             stop=functools.reduce(operator.or_, stops),
             wait=self._wait,
-            sleep=self._sleep,
+            sleep=lambda seconds: None if self._sleep(seconds) else None,  # tenacity wants a None-returning sleep
             before_sleep=self._log_retry,
             reraise=True,
         )

@@ -17,14 +17,14 @@ sums of every metric, must equal the source's (for ``merge``, on the source's da
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, Float, Integer, Table, cast, func, select, text
 
 from etl.db import upsert
-from etl.errors import ArchiveError, WarehouseError
+from etl.errors import CopyRefused, CopyVerificationFailed, WarehouseError
 from etl.schema import ACTIVITY_METRICS, metadata
 
 BATCH_ROWS = 2_000
@@ -32,14 +32,6 @@ MONEY_TOLERANCE = 1e-6  # USD: the same floats summed in another order
 # What a surrogate id names, for the check that the target is the same archive. Other
 # tables with a surrogate id never change once written: every column must agree.
 _IDENTITY = {"sync_runs": ("started_at", "trigger"), "raw_responses": ("fetched_at", "sha256")}
-
-
-class CopyRefused(ArchiveError):
-    exit_code = 2
-
-
-class CopyVerificationFailed(ArchiveError):
-    exit_code = 1
 
 
 @dataclass

@@ -45,7 +45,7 @@ from etl import migrate, warehouse
 from etl.client import OpenRouterClient
 from etl.config import Config
 from etl.db import describe_failure, file_identity, is_operational_failure, run_outside_transaction, sqlite_path
-from etl.errors import ArchiveError, ConfigError
+from etl.errors import ArchiveError, ConfigError, SyncFailed
 from etl.lock import writer_lock
 from etl.sync import SyncReport, pending_days, run_sync, sync_subject_plan
 from etl.window import utc_today
@@ -53,10 +53,6 @@ from etl.window import utc_today
 log = logging.getLogger("etl.daemon")
 
 SYNC_JOB, RETRY_JOB, CREDITS_JOB, ALERTS_JOB = "sync", "sync-retry", "credits", "alerts"
-
-
-class SyncFailed(ArchiveError):
-    """A scheduled sync did not archive every day it planned."""
 
 
 def cron_trigger(expression: str, setting: str, source: str) -> CronTrigger:
@@ -182,16 +178,14 @@ class Daemon:
 
     def credits_job(self) -> None:
         fetched = self.client.credits()
-        data = fetched.document.get("data", {}) if isinstance(fetched.document, dict) else {}
         with self._lock():
             self._open_warehouse()
             try:
                 with self.engine.begin() as conn:
-                    raw_id = warehouse.store_raw(conn, fetched, None)
-                    warehouse.save_credits(conn, float(data["total_credits"]), float(data["total_usage"]), fetched.fetched_at, raw_id)
+                    balance = warehouse.record_credits(conn, fetched)
             finally:
                 self._close_warehouse()
-        log.info("credits snapshot: %.2f purchased, %.2f used", data["total_credits"], data["total_usage"], extra={"event": "credits"})
+        log.info("credits snapshot: %.2f purchased, %.2f used", balance.total_credits, balance.total_usage, extra={"event": "credits"})
 
     def alerts_job(self) -> None:
         """Budgets and anomalies ([alerts]): evaluate, record, notify (etl.alerts.check)."""
@@ -313,7 +307,8 @@ class Daemon:
         # Asked of the trigger, not the scheduler: a job calling scheduler.get_job() while
         # shutdown(wait=True) holds the job-store lock and waits for that job deadlocks.
         now = _now()
-        return self.sync_trigger.get_next_fire_time(now, now)
+        fire: datetime | None = self.sync_trigger.get_next_fire_time(now, now)
+        return fire
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Safe from a signal handler: the shutdown itself waits in another thread."""

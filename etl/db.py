@@ -32,7 +32,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.functions import FunctionElement
 
-from etl.errors import WarehouseError
+from etl.errors import ReadOnlyViolation, WarehouseError
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -51,7 +51,7 @@ def open_engine(url: str, busy_timeout_seconds: float = BUSY_TIMEOUT_MS / 1000, 
     except ArgumentError:
         raise WarehouseError(f"not a valid warehouse URL: {display_url(url)!r}") from None
     if parsed.get_backend_name() == "sqlite":
-        file = _sqlite_file(parsed.database)
+        file = sqlite_file(parsed.database)
         if file is not None and not read_only:
             try:
                 file.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,10 @@ def register_url_secret(url: str) -> None:
         register_secret(quote(str(password), safe=""))
 
 
-def _sqlite_file(database: str | None) -> Path | None:
+def sqlite_file(database: str | None) -> Path | None:
+    """The file a SQLite URL's database names; None in memory (``:memory:``, ``file:`` URIs).
+
+    The one place that tells a SQLite file from a database in memory."""
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return Path(database).expanduser()
@@ -232,7 +235,7 @@ def _upsert(name: str, table: Table, keys: tuple[str, ...], update: tuple[str, .
     if name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]  # same on_conflict API
     else:
         raise WarehouseError(f"upsert is not supported on {name}; use SQLite or PostgreSQL")
     stmt = insert(table)
@@ -243,7 +246,7 @@ def sqlite_path(engine: Engine) -> Path | None:
     """The file behind a SQLite engine, or None (another engine, or in memory)."""
     if engine.dialect.name != "sqlite":
         return None
-    return _sqlite_file(engine.url.database)
+    return sqlite_file(engine.url.database)
 
 
 class iso_week(FunctionElement[str]):
@@ -283,10 +286,6 @@ _PRAGMAS_WITH_ARGUMENT = frozenset(
 )
 
 
-class ReadOnlyViolation(WarehouseError):
-    exit_code = 1
-
-
 def _read_only_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
     if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE):
         return sqlite3.SQLITE_OK
@@ -313,8 +312,9 @@ def run_read_only(url: str, statement: str) -> tuple[list[str], list[tuple[Any, 
 
 
 def _sqlite_read_only(database: str, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    path = Path(database).expanduser()
-    if not database or database == ":memory:" or not path.is_file():
+    file = sqlite_file(database)
+    path = file or Path(database)
+    if file is None or not file.is_file():
         raise WarehouseError(f"no archive at {path}: run `openrouter-archive sync` first")
     conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
     try:

@@ -35,22 +35,18 @@ import platformdirs
 from sqlalchemy.engine import make_url
 
 from etl.config import APP_NAME
-from etl.errors import ArchiveError, WarehouseError
+from etl.db import sqlite_file
+from etl.errors import LockTimeout, WarehouseError
 
 log = logging.getLogger(__name__)
-
-
-class LockTimeout(ArchiveError):
-    """Another writer held the warehouse for longer than we were willing to wait."""
-
-    exit_code = 75  # EX_TEMPFAIL: cron wrappers and systemd treat it as "try again later"
 
 
 def lock_path(warehouse_url: str) -> Path:
     url = make_url(warehouse_url)
     database = url.database or ""
-    if url.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
-        path = Path(database).expanduser().resolve()
+    file = sqlite_file(database) if url.get_backend_name() == "sqlite" else None
+    if file is not None:
+        path = file.resolve()
         return path.with_name(path.name + ".lock")
     digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()[:16]
     return Path(platformdirs.user_data_dir(APP_NAME)) / f"warehouse-{digest}.lock"

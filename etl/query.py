@@ -25,7 +25,9 @@ from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Connection, Float, Select, Table, and_, cast, func, or_, select
 
+from etl import metrics as metric_names
 from etl.db import iso_week
+from etl.errors import BadArgument
 from etl.schema import BREAKDOWN_SUBJECTS, BREAKDOWN_TABLES, activity, api_keys
 
 def _dimensions(t: Table) -> dict[str, ColumnElement[Any]]:
@@ -70,7 +72,8 @@ BREAKDOWN_DIMENSIONS = {"key": "key", "workspace": "workspace", "member": "membe
 DIMENSIONS = {**_dimensions(activity), **{name: None for name in BREAKDOWN_DIMENSIONS}}
 TIME_DIMENSIONS = ("date", "week", "month", "year")
 METRICS = _metrics(activity)
-MONEY = ("usage", "byok_usage_inference")
+MONEY = metric_names.MONEY
+assert tuple(METRICS) == metric_names.NAMES
 OTHER = "other"
 _LAST_RE = re.compile(r"^(\d+)([dwmy])$")
 
@@ -92,24 +95,24 @@ class ReportSpec:
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.group_by) <= 2:
-            raise ValueError("group by one or two of: " + ", ".join(DIMENSIONS))
+            raise BadArgument("group by one or two of: " + ", ".join(DIMENSIONS))
         for name in self.group_by:
             if name not in DIMENSIONS:
-                raise ValueError(f"unknown group {name!r}; choose from: {', '.join(DIMENSIONS)}")
+                raise BadArgument(f"unknown group {name!r}; choose from: {', '.join(DIMENSIONS)}")
         if len(set(self.group_by)) != len(self.group_by):
-            raise ValueError(f"group {self.group_by[0]!r} given twice")
+            raise BadArgument(f"group {self.group_by[0]!r} given twice")
         for name, value in (("since", self.since), ("until", self.until)):
             if value is not None:
                 parse_day(value, name)
         if self.since and self.until and self.since > self.until:
-            raise ValueError(f"the range is inverted: since {self.since} is after until {self.until}")
+            raise BadArgument(f"the range is inverted: since {self.since} is after until {self.until}")
         if self.top is not None and self.top < 1:
-            raise ValueError("top must be at least 1")
+            raise BadArgument("top must be at least 1")
         if self.sort is not None and self.sort != "group" and self.sort not in METRICS:
-            raise ValueError(f"unknown sort {self.sort!r}; choose 'group' or one of: {', '.join(METRICS)}")
+            raise BadArgument(f"unknown sort {self.sort!r}; choose 'group' or one of: {', '.join(METRICS)}")
         split = {g for g in self.group_by if g in BREAKDOWN_DIMENSIONS} | ({"key"} if self.keys else set())
         if len(split) > 1:
-            raise ValueError(f"{' and '.join(sorted(split))} come from different breakdowns; use one of them at a time")
+            raise BadArgument(f"{' and '.join(sorted(split))} come from different breakdowns; use one of them at a time")
 
     @property
     def breakdown(self) -> str | None:
@@ -147,7 +150,7 @@ def parse_day(value: str, what: str = "date") -> date:
     try:
         return date.fromisoformat(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what}: expected a date as YYYY-MM-DD, got {value!r}") from None
+        raise BadArgument(f"{what}: expected a date as YYYY-MM-DD, got {value!r}") from None
 
 
 def parse_group_by(text: str) -> tuple[str, ...]:
@@ -158,7 +161,7 @@ def last_range(text: str, today: date) -> tuple[str, str]:
     """``7d``, ``4w``, ``3m``, ``1y``: that many complete days, weeks, months or years up to yesterday."""
     match = _LAST_RE.match(text.strip().lower())
     if not match or int(match.group(1)) < 1:
-        raise ValueError(f"expected a period like 7d, 4w, 3m or 1y, got {text!r}")
+        raise BadArgument(f"expected a period like 7d, 4w, 3m or 1y, got {text!r}")
     n, unit = int(match.group(1)), match.group(2)
     until = today - timedelta(days=1)
     if unit == "d":
@@ -185,7 +188,7 @@ def _months_before(day: date, months: int) -> date:
 
 def _pattern(column: ColumnElement[Any], patterns: Sequence[str]) -> ColumnElement[bool]:
     """Exact match, or a glob (``*``, ``?``) translated to a portable LIKE."""
-    clauses = []
+    clauses: list[ColumnElement[bool]] = []
     for pattern in patterns:
         if "*" in pattern or "?" in pattern:
             like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
@@ -243,7 +246,7 @@ def resolve_keys(names: dict[str, str], patterns: Sequence[str]) -> list[str]:
     hashes = [h for h, name in names.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
     if not hashes:
         known = ", ".join(sorted(names.values())) or "none archived yet (enable [sync] breakdowns = [\"key\"])"
-        raise ValueError(f"no API key matches {', '.join(patterns)}; known keys: {known}")
+        raise BadArgument(f"no API key matches {', '.join(patterns)}; known keys: {known}")
     return hashes
 
 
@@ -259,19 +262,37 @@ def run_report(conn: Connection, spec: ReportSpec) -> Report:
         from etl.query_history import extend
 
         rows, note = extend(conn, spec, rows, tuple(METRICS))
+    rows = exact_money(rows)
     totals = sum_rows(rows)
     if spec.top is not None:
-        rows = fold_top(rows, spec.group_by, spec.top, spec.sort_metric)
+        rows = exact_money(fold_top(rows, spec.group_by, spec.top, spec.sort_metric))
     return Report(spec, order_rows(rows, spec), totals, note)
+
+
+MONEY_DIGITS = 9  # amounts are rounded to 1e-9 USD: far below a cent, far above float noise
+
+
+def exact_money(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Money as floats rounded to 1e-9 USD (``30.8839774``, never ``30.88397740000001``).
+
+    SQL sums of floats carry rounding noise that differs between SQLite and PostgreSQL
+    (which may also return ``Decimal``); rounding to nine decimals makes every export
+    print the same digits on both.
+    """
+    for row in rows:
+        for m in MONEY:
+            row[m] = round(float(row[m]), MONEY_DIGITS)
+    return rows
 
 
 def sum_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Totals of grouped rows: exact for counts, correctly rounded (fsum) for money.
 
     Summing the groups avoids a second scan of the archive; the result equals SQL's own
-    sum over the same rows up to float rounding, far inside a cent.
+    sum over the same rows up to float rounding, far inside a cent. Money is then rounded
+    to 1e-9 USD like the rows (``exact_money``).
     """
-    return {m: math.fsum(r[m] for r in rows) if m in MONEY else sum(r[m] for r in rows) for m in METRICS}
+    return {m: round(math.fsum(r[m] for r in rows), MONEY_DIGITS) if m in MONEY else sum(r[m] for r in rows) for m in METRICS}
 
 
 def fold_top(rows: list[dict[str, Any]], group_by: Sequence[str], top: int, metric: str) -> list[dict[str, Any]]:

@@ -346,10 +346,9 @@ class _writing:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, SQLAlchemyError):
             raise WarehouseError(describe_failure(exc, self._url)) from None
-        return False
 
 
 def _window_details(report: SyncReport) -> dict[str, object] | None:

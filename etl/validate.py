@@ -143,10 +143,10 @@ def validate_day(day: str, items: Iterable[tuple[int, Mapping[str, Any]]], subje
         row = item.row()
         scope = ""
         if subject is not None:
-            scope = raw.get(subject)
-            if not isinstance(scope, str) or not scope:
-                raise ValueError(f"item {index}: {subject}: expected a non-empty string, got {_show(scope)}")
-            row[subject] = scope
+            value = raw.get(subject)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"item {index}: {subject}: expected a non-empty string, got {_show(value)}")
+            row[subject] = scope = value
         if (scope, item.endpoint_id) in seen:
             what = f"{subject} {scope!r} and " if subject else ""
             raise ValueError(f"item {index}: duplicate row for {what}endpoint_id {item.endpoint_id!r}")
@@ -185,3 +185,30 @@ def _show(value: object, limit: int = 60) -> str:
 
 def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
+
+
+@dataclass(frozen=True)
+class CreditBalance:
+    """``GET /credits``: credits bought and used, in USD."""
+
+    total_credits: float
+    total_usage: float
+
+    @property
+    def remaining(self) -> float:
+        return self.total_credits - self.total_usage
+
+
+def parse_credits(document: Any, body: bytes) -> CreditBalance:
+    """The balance in a ``/credits`` answer (``{"data": {"total_credits", "total_usage"}}``).
+
+    Both amounts must be finite numbers (not booleans, not strings): anything else is an
+    InvalidResponseError, and nothing of the answer is stored.
+    """
+    import math
+
+    data = document.get("data") if isinstance(document, dict) else None
+    values = [data.get(name) if isinstance(data, dict) else None for name in ("total_credits", "total_usage")]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise InvalidResponseError(f"GET /credits: unexpected body: {body[:120]!r}")
+    return CreditBalance(float(values[0]), float(values[1]))  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 from etl.client import Fetched
 from etl.db import upsert
 from etl.logs import redact
+from etl.validate import CreditBalance, parse_credits
 from etl.schema import (
     ACTIVITY_ATTRIBUTES,
     ACTIVITY_METRICS,
@@ -240,7 +241,7 @@ def store_raw(conn: Connection, fetched: Fetched, run_id: int | None) -> int:
             sha256=hashlib.sha256(fetched.body).hexdigest(),
         )
     )
-    return int(result.inserted_primary_key[0])
+    return _inserted_id(result)
 
 
 def read_raw(conn: Connection, raw_id: int) -> bytes:
@@ -254,6 +255,28 @@ def save_credits(conn: Connection, total_credits: float, total_usage: float, fet
             fetched_at=fetched_at, total_credits=total_credits, total_usage=total_usage, raw_response_id=raw_response_id
         )
     )
+
+
+def _inserted_id(result: Any) -> int:
+    key = result.inserted_primary_key
+    if key is None:  # every table here has an autoincrement id
+        raise RuntimeError("bug: an insert returned no primary key")
+    return int(key[0])
+
+
+def record_credits(conn: Connection, fetched: Fetched) -> CreditBalance:
+    """Check a ``/credits`` answer and store it (raw answer and snapshot), in ``conn``'s
+    transaction: the one path of ``credits`` and the daemon's credits job."""
+    balance = parse_credits(fetched.document, fetched.body)
+    raw_id = store_raw(conn, fetched, None)
+    save_credits(conn, balance.total_credits, balance.total_usage, fetched.fetched_at, raw_id)
+    return balance
+
+
+def breakdown_archived(conn: Connection, breakdown: str) -> bool:
+    """Whether any day of ``breakdown`` (key, workspace, member) was archived."""
+    query = select(archived_breakdown_days.c.date).where(archived_breakdown_days.c.breakdown == breakdown).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def archived_dates(conn: Connection, first: str | None = None, last: str | None = None) -> set[str]:
@@ -294,7 +317,7 @@ def start_run(engine: Engine, trigger: str, now: datetime) -> int:
                 rows_unchanged=0,
             )
         )
-        return int(result.inserted_primary_key[0])
+        return _inserted_id(result)
 
 
 def finish_run(engine: Engine, run_id: int, *, now: datetime, outcome: str, error: str | None = None, **counts: Any) -> None:

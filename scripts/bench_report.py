@@ -58,10 +58,10 @@ def bench_queries(path: Path, since: str, until: str, repeat: int) -> None:
         spec = ReportSpec(tuple(name.split(",")), since, until)
         with engine.connect() as conn:
             rows = run_report(conn, spec).rows
-            project = median_time(lambda: run_report(conn, spec), repeat)
+            project = median_time(lambda: run_report(conn, spec), repeat)  # noqa: B023 (called at once)
         expected = raw.execute(sql, (since, until)).fetchall()
         assert len(rows) == len(expected), (len(rows), len(expected))
-        baseline = median_time(lambda: raw.execute(sql, (since, until)).fetchall(), repeat)
+        baseline = median_time(lambda: raw.execute(sql, (since, until)).fetchall(), repeat)  # noqa: B023 (called at once)
         print(f"report {name:<12} one year ({since}..{until}), {len(rows)} rows: project {project * 1000:7.1f} ms, "
               f"raw sqlite3 {baseline * 1000:7.1f} ms, ratio {project / baseline:.2f}x (target <= 1.5x), medians of {repeat}")
     raw.close()

@@ -834,7 +834,7 @@ def first_run_interrupts(
         for n, (name, condition, delay) in enumerate(points):
             db = folder / f"first-{sig.name}-{n}.db"
             proc = cli(folder, db, api, "-q", "sync")
-            wait_until(lambda: proc.poll() is not None or reached[condition](db), timeout=60, interval=0.001)
+            wait_until(lambda: proc.poll() is not None or reached[condition](db), timeout=60, interval=0.001)  # noqa: B023 (called at once)
             if delay:
                 time.sleep(delay)
             arrived = proc.poll() is None
@@ -1176,6 +1176,85 @@ def postgresql_warehouse() -> CheckRow:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         admin.dispose()
+
+
+# -- issue 14: what a user reads adds up: table rows, totals and exports agree with SQL -----
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """These environment variables for the processes started inside (restored after)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@exactness_check
+def shown_amounts_add_up() -> CheckRow:
+    """Every number `report` shows agrees with a plain SQL sum over the archive.
+
+    After a backfill (Analytics off, so that only /activity's rows count), per model: the
+    table's rounded rows add up to its total row, the total equals SQL's sum to the cent,
+    and every JSON and CSV amount equals SQL's per-group sum rounded to 1e-9 USD (no float
+    noise). A table on an 80-column terminal keeps spend and BYOK spend.
+    """
+    dataset = Dataset(seed=14, endpoints_per_day=12, anchor=utc_today())
+    config = FAST_RETRIES.format(attempts=3, timeout=10, max_mb=128)
+    with tempfile.TemporaryDirectory(prefix="adds-up-") as tmp, StandIn(dataset, management_key=KEY) as api:
+        folder, db = Path(tmp), Path(tmp) / "archive.db"
+        with _environment(OPENROUTER_ARCHIVE_ANALYTICS="off", COLUMNS="250"):
+            backfill = cli(folder, db, api, "backfill", config=config)
+            _, err = backfill.communicate(timeout=300)
+            if backfill.returncode != 0:
+                return CheckRow("shown amounts add up", "backfill", f"FAILED: {err.strip()[-200:]}", ok=False)
+            outputs = {}
+            for fmt, extra in (("json", ()), ("csv", ()), ("table", ("--columns", "spend,byok,requests"))):
+                proc = cli(folder, db, api, "report", "-g", "date,model", "-f", fmt, *extra, config=config)
+                outputs[fmt] = proc.communicate(timeout=120)[0]
+        with _environment(OPENROUTER_ARCHIVE_ANALYTICS="off", COLUMNS="80"):
+            narrow_out, _ = cli(folder, db, api, "report", "-g", "model", config=config).communicate(timeout=120)
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            sums = {(d, m): (u, b, r) for d, m, u, b, r in conn.execute(
+                "SELECT date, model, sum(usage), sum(byok_usage_inference), sum(requests) FROM activity GROUP BY 1, 2")}
+            (total_usage,) = conn.execute("SELECT sum(usage) FROM activity").fetchone()
+    import csv as csv_module
+    import io
+    from decimal import Decimal
+
+    rows = json.loads(outputs["json"])
+    csv_rows = list(csv_module.DictReader(io.StringIO(outputs["csv"])))
+    wrong = sum(1 for r in rows if (r["date"], r["model"]) not in sums
+                or r["usage"] != round(sums[(r["date"], r["model"])][0], 9)
+                or r["byok_usage_inference"] != round(sums[(r["date"], r["model"])][1], 9)
+                or r["requests"] != sums[(r["date"], r["model"])][2])
+    wrong += sum(1 for r in csv_rows if float(r["usage"]) != round(sums[(r["date"], r["model"])][0], 9))
+    missing = len(set(sums) - {(r["date"], r["model"]) for r in rows})
+    lines = [line.split("│") for line in outputs["table"].splitlines() if "│" in line]
+    body = [cells for cells in lines if cells[0].strip() != "total"]
+    total = next((cells for cells in lines if cells[0].strip() == "total"), None)
+
+    def money(cell: str) -> Decimal:
+        return Decimal(cell.strip().replace("$", "").replace(",", ""))
+
+    adds_up = total is not None and all(sum(money(c[col]) for c in body) == money(total[col]) for col in (2, 3))
+    total_ok = total is not None and money(total[2]) == Decimal(f"{total_usage:.2f}")
+    narrow_ok = all(len(line) <= 80 for line in narrow_out.splitlines()) and "BYOK spend" in narrow_out.splitlines()[0]
+    return CheckRow(
+        check="shown amounts add up (table, CSV, JSON vs SQL)",
+        tried=f"backfill, then report -g date,model as JSON, CSV and a table: {len(sums):,} (day, model) groups; a table on 80 columns",
+        result=(f"{len(rows) - wrong if wrong < len(rows) else 0:,} of {len(sums):,} JSON groups equal SQL's sums (1e-9 USD), "
+                f"{missing} missing, {wrong} wrong; table rows add up to the total row: {'yes' if adds_up else 'NO'}; "
+                f"total equals SQL to the cent: {'yes' if total_ok else 'NO'}; 80 columns with spend and BYOK: {'yes' if narrow_ok else 'NO'}"),
+        rows_lost=missing + wrong,
+        ok=missing == 0 and wrong == 0 and adds_up and total_ok and narrow_ok,
+    )
 
 
 # -- the report ---------------------------------------------------------------------------

@@ -11,11 +11,10 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
-import pytest
 
-from alerts_helpers import Receiver, day_total, write_config
+from alerts_helpers import Receiver, write_config
 from conftest import KEY, query
 from etl import migrate
 from etl.alerts.check import run_check

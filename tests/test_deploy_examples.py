@@ -9,7 +9,6 @@ environment file.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 

@@ -8,7 +8,6 @@ real CLI against the stand-in over loopback, real SQLite files, real migrations.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import sys

@@ -13,7 +13,8 @@ import threading
 import time
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -685,7 +686,7 @@ def test_stop_is_prompt_even_with_a_request_in_flight() -> None:
     with pytest.raises(httpx.ConnectError):
         http_get(url, headers=MANAGEMENT, timeout=1)
     with pytest.raises(RuntimeError):
-        server.base_url
+        server.base_url  # noqa: B018 (the property raises)
 
 
 def test_credentials_never_reach_logs_or_stderr(

@@ -97,7 +97,7 @@ def test_notifiers() -> None:
         click.echo("no notifiers configured ([alerts] notify)")
         return
     now = datetime.now(timezone.utc)
-    document = {"kind": "test", "rule": "test", "scope": "*", "period": now.date().isoformat(), "threshold": None, "value": 0.0,
+    document: dict[str, Any] = {"kind": "test", "rule": "test", "scope": "*", "period": now.date().isoformat(), "threshold": None, "value": 0.0,
                 "limit": None, "baseline": None, "text": "openrouter-archive: test message, alerts reach this notifier",
                 "first_fired_at": now.isoformat(timespec="seconds"), "details": {}}
     failed = 0

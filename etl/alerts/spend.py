@@ -121,7 +121,10 @@ def daily_spend(conn: Connection, dimension: str, metric: str, first: date, last
             query = select(table.c.date, subject, table.c.model, table.c.model_permaslug, table.c.usage, table.c.byok_usage_inference).where(
                 table.c.date.between(*span)
             )
-            rows = [SpendRow(date.fromisoformat(d), s, labels.get(s, s), m, p, _amount(metric, u, b)) for d, s, m, p, u, b in conn.execute(query)]
+            rows = [
+                SpendRow(date.fromisoformat(r[0]), r[1], str(labels.get(r[1], r[1])), r[2], r[3], _amount(metric, r[4], r[5]))
+                for r in conn.execute(query)
+            ]
             return DimensionSpend(rows, held)
     labels = _labels(conn, dimension)
     if dimension == "key":

@@ -52,12 +52,16 @@ def reconcile(conn: Connection, findings: Sequence[Finding], notifiers: Iterable
             continue
         seen.add(f.identity)
         row = existing.get(f.identity)
-        values = {"value": f.value, "limit_usd": f.limit, "baseline": f.baseline, "text": f.text, "details": json.dumps(f.details, sort_keys=True, default=str), "last_seen_at": now}
+        values = {
+            "value": f.value, "limit_usd": f.limit, "baseline": f.baseline, "text": f.text,
+            "details": json.dumps(f.details, sort_keys=True, default=str), "last_seen_at": now,
+        }
         if row is None:
-            alert_id = conn.execute(
+            inserted = conn.execute(
                 alerts.insert().values(kind=f.kind, rule=f.rule, scope=f.scope, period=f.period, threshold=f.threshold,
                                        first_fired_at=now, resolved_at=None, **values)
-            ).inserted_primary_key[0]
+            )
+            alert_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
             for name in names:
                 conn.execute(alert_notifications.insert().values(alert_id=alert_id, notifier=name, state="pending", attempts=0))
             changes.fired.append(alert_id)

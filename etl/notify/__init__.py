@@ -16,18 +16,9 @@ from typing import Any, Protocol
 
 from etl.alerts.config import AlertsConfig, CommandNotifier, EmailNotifier, NotifierConfig, WebhookNotifier
 from etl.client import RetryPolicy, backoff_delay
-from etl.errors import ArchiveError
-from etl.logs import redact
+from etl.errors import NotifyError as NotifyError  # re-exported: the notifiers raise it
 
 log = logging.getLogger(__name__)
-
-
-class NotifyError(ArchiveError):
-    """A notification that could not be delivered; ``retryable`` when trying again may help."""
-
-    def __init__(self, message: str, *, retryable: bool = True):
-        super().__init__(redact(message))
-        self.retryable = retryable
 
 
 class Notifier(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from etl.standin.data import DEMO_INFERENCE_KEY, DEMO_MANAGEMENT_KEY, Dataset
 from etl.standin.server import FAULT_KINDS, StandIn

@@ -36,7 +36,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from etl.standin.data import BYOK_PROVIDERS, Dataset, stable_int, stable_rng
 

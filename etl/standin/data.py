@@ -21,7 +21,8 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 __all__ = [
     "DEMO_INFERENCE_KEY",
@@ -226,7 +227,7 @@ MODELS: tuple[Model, ...] = (
 
 
 def _build_endpoints() -> tuple[Endpoint, ...]:
-    endpoints = []
+    endpoints: list[Endpoint] = []
     for model in MODELS:
         for provider in model.providers:
             endpoint_id = str(uuid.uuid5(_NAMESPACE, f"endpoint|{model.slug}|{provider}"))

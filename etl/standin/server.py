@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from etl.standin.analytics import Analytics, QueryError
@@ -362,6 +363,7 @@ class StandIn:
         if self._server is None:
             raise RuntimeError("StandIn is not started")
         host, port = self._server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}{API_PREFIX}"
 
     def start(self) -> StandIn:
