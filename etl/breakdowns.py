@@ -98,13 +98,15 @@ class Pacer:
         self._lock = threading.Lock()
         self._next = 0.0
 
-    def wait(self) -> None:
+    def wait(self) -> float:
+        """Wait for this caller's slot; returns the slot's start (``time.monotonic()``)."""
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next)
             self._next = start + self._interval
         if start > now:
             self._stop.wait(start - now)
+        return start
 
 
 @dataclass(frozen=True)

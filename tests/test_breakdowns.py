@@ -201,16 +201,19 @@ def test_pacer_spaces_request_starts():
     starts: list[float] = []
 
     def go():
-        pacer.wait()
-        starts.append(time.monotonic())
+        slot = pacer.wait()
+        assert time.monotonic() >= slot  # never released before its slot
+        starts.append(slot)
 
     threads = [threading.Thread(target=go) for _ in range(5)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    # The slots, not the moments the threads got the CPU back: a loaded machine delays the
+    # latter, which says nothing about the pacing.
     gaps = [b - a for a, b in zip(sorted(starts), sorted(starts)[1:])]
-    assert all(gap >= 0.045 for gap in gaps)
+    assert len(starts) == 5 and all(gap >= 0.05 - 1e-9 for gap in gaps)
 
 
 def test_bad_breakdown_setting_is_a_config_error(run, cli_env, tmp_path):
