@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
@@ -114,3 +115,50 @@ def assert_same_rows(actual: Sequence[Sequence[Any]], expected: Sequence[Sequenc
     for i, (got, want) in enumerate(zip(actual, expected)):
         for name, a, b in zip(columns, got, want):
             assert (type(a), a) == (type(b), b), f"row {i} ({want[:2]}), column {name}: {a!r}, expected {b!r}"
+
+
+# -- reports -------------------------------------------------------------------------------
+
+REPORT_METRICS = ("usage", "byok_usage_inference", "requests", "prompt_tokens", "completion_tokens",
+                  "reasoning_tokens", "cached_tokens", "total_tokens")
+TIME_GROUPS = ("date", "week", "month", "year")
+
+
+def group_label(row: Mapping[str, Any], group: str) -> str:
+    """A row's label for ``group``, computed with the standard library alone."""
+    day = row["date"]
+    if group == "week":
+        year, week, _ = date.fromisoformat(day).isocalendar()
+        return f"{year}-W{week:02d}"
+    return {
+        "date": day, "month": day[:7], "year": day[:4], "model": row["model"], "permaslug": row["model_permaslug"],
+        "provider": row["provider_name"], "endpoint": row["endpoint_id"],
+    }[group]
+
+
+def expected_groups(rows: Iterable[Mapping[str, Any]], group_by: Sequence[str], since: str | None = None, until: str | None = None,
+                    models: Sequence[str] = (), providers: Sequence[str] = ()) -> dict[tuple[str, ...], dict[str, Any]]:
+    """Per group (a tuple of labels): every report metric, summed here from the rows themselves."""
+    out: dict[tuple[str, ...], dict[str, Any]] = {}
+    for row in rows:
+        if since and row["date"] < since or until and row["date"] > until:
+            continue
+        if models and not any(glob_match(row["model"], p) for p in models):
+            continue
+        if providers and not any(glob_match(row["provider_name"], p) for p in providers):
+            continue
+        key = tuple(group_label(row, g) for g in group_by)
+        sums = out.setdefault(key, dict.fromkeys(REPORT_METRICS, 0))
+        for metric in ("usage", "byok_usage_inference", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens"):
+            sums[metric] += row[metric]
+        sums["cached_tokens"] += row["cached_tokens"] or 0
+        sums["total_tokens"] += row["prompt_tokens"] + row["completion_tokens"]
+    return out
+
+
+def glob_match(value: str, pattern: str) -> bool:
+    """The README's globs: ``*`` any run of characters, ``?`` exactly one, everything else literal."""
+    if "*" not in pattern and "?" not in pattern:
+        return value == pattern
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, flags=re.DOTALL) is not None
