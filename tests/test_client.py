@@ -10,7 +10,14 @@ import httpx
 import pytest
 
 from etl.client import OpenRouterClient, RetryPolicy
-from etl.errors import AuthenticationError, BadRequestError, NotFoundError, PermissionDeniedError, TransientAPIError
+from etl.errors import (
+    AuthenticationError,
+    BadRequestError,
+    InvalidResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientAPIError,
+)
 
 KEY = "sk-or-v1-secret-test-key-0123456789"
 OK = {"data": []}
@@ -122,7 +129,8 @@ def test_final_errors_are_not_retried_and_explained(status, message, kind, needl
 
 
 def test_oversized_body_is_refused():
-    transport, _ = scripted(httpx.Response(200, content=b'{"data": [' + b" " * 2000 + b"]}"))
+    transport, seen = scripted(httpx.Response(200, content=b'{"data": [' + b" " * 2000 + b"]}"))
     client = OpenRouterClient("https://example.test/api/v1", KEY, transport=transport, max_response_bytes=1000)
-    with pytest.raises(Exception, match="exceeds the 1,000-byte limit"):
+    with pytest.raises(InvalidResponseError, match="exceeds the 1,000-byte limit"):
         client.activity()
+    assert len(seen) == 1  # refused at once, not retried: a second attempt would be as big
