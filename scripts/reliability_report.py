@@ -409,6 +409,58 @@ def exactness_check(function: Any) -> Any:
 # Checks are defined below, one section per item, each registered with @exactness_check.
 
 
+# -- issue 15: the archive equals the JSON that was served, column by column ---------------
+
+
+def _served_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Per day, the rows of the newest raw /activity response, read with gzip and json alone."""
+    import gzip
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        (body,) = conn.execute("SELECT body FROM raw_responses WHERE endpoint = 'activity' ORDER BY id DESC LIMIT 1").fetchone()
+    days: dict[str, list[tuple[Any, ...]]] = {}
+    for item in json.loads(gzip.decompress(body))["data"]:
+        row = _expected_row(item)
+        days.setdefault(row[0], []).append(row)
+    return {day: sorted(rows) for day, rows in days.items()}
+
+
+@exactness_check
+def archive_equals_served_json() -> CheckRow:
+    """Backfill, revise yesterday, sync: every column of every row equals the newest raw response."""
+    dataset = Dataset(seed=15)
+    config = FAST_RETRIES.format(attempts=3, timeout=10, max_mb=128)
+    with tempfile.TemporaryDirectory(prefix="oracle-") as tmp, StandIn(dataset, management_key=KEY, date_style="mixed", float_counts="mixed") as api:
+        folder, db = Path(tmp), Path(tmp) / "oracle.db"
+        codes = []
+        for args in (("-q", "backfill"), ("-q", "sync")):
+            proc = cli(folder, db, api, *args, config=config)
+            proc.communicate(timeout=300)
+            codes.append(proc.returncode)
+            yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+            for day in (yesterday, yesterday - timedelta(days=1)):
+                dataset.revise(day)  # late data for the days the sync refetches
+        served = _served_rows(db)
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            stored: dict[str, list[tuple[Any, ...]]] = {}
+            for row in conn.execute(ROW_SQL):
+                stored.setdefault(row[0], []).append(row)
+            marked = {d for (d,) in conn.execute("SELECT date FROM archived_days")}
+    have = {row for rows in stored.values() for row in rows}
+    want = [row for rows in served.values() for row in rows]
+    lost = sum(1 for row in want if row not in have)
+    extra = sum(len(rows) for rows in stored.values()) - len(want)
+    columns = len(ROW_SQL.split(" FROM ")[0].split(","))
+    ok = codes == [0, 0] and lost == 0 and extra == 0 and len(marked) == 30 and set(stored) <= marked
+    return CheckRow(
+        check="archive equals the served JSON, column by column",
+        tried="backfill then sync of a revised window (mixed date styles, float counts), compared with the newest raw response read with json alone",
+        result=f"exits {codes}; {len(want)} rows x {columns} columns served, {len(want) - lost} held exactly, {max(extra, 0)} extra",
+        rows_lost=lost,
+        ok=ok,
+    )
+
+
 # -- the report ---------------------------------------------------------------------------
 
 

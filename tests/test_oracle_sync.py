@@ -185,3 +185,18 @@ def test_a_stop_request_ends_the_run_after_the_day_being_written(api, warehouse_
     assert [o.status for o in report.outcomes] == ["archived", "failed", "failed", "failed", "failed"]
     assert query(warehouse_url, "SELECT count(*) FROM archived_days") == [(1,)]
     assert query(warehouse_url, "SELECT outcome, days_fetched FROM sync_runs") == [("interrupted", 1)]
+
+
+# -- the registry row of this issue -------------------------------------------------------------
+
+
+def test_the_archive_equals_the_served_json_column_by_column():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import reliability_report as rr
+
+    row = rr.archive_equals_served_json()
+    assert row.ok and row.rows_lost == 0, row
+    assert "held exactly, 0 extra" in row.result
