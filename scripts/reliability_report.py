@@ -230,6 +230,7 @@ class StormResult:
     outage_message: str = ""
     outage_half_written: bool = False
     outage_recovered: bool = False
+    failures: list[str] = field(default_factory=list)  # each failed run with its whole output
 
 
 def fault_storm(rounds: int = 10, rate: float = 0.3) -> StormResult:
@@ -243,14 +244,17 @@ def fault_storm(rounds: int = 10, rate: float = 0.3) -> StormResult:
             with StandIn(dataset, management_key=KEY, fault_rate=rate, fault_seed=n) as api:
                 db = folder / f"storm-{n}.db"
                 proc = cli(folder, db, api, "-q", "backfill", config=config)
-                proc.communicate(timeout=600)
+                out, err = proc.communicate(timeout=600)
                 result.requests += len(api.requests)
                 for record in api.requests:
                     if record.fault:
                         result.faults[record.fault] = result.faults.get(record.fault, 0) + 1
                 expected = expected_days(dataset)
-                if proc.returncode == 0 and check_archive(db, expected).ok:
+                check = check_archive(db, expected)
+                if proc.returncode == 0 and check.ok:
                     result.complete_rounds += 1
+                else:
+                    result.failures.append(f"round {n}: exit {proc.returncode}; {check}\n{out}{err}")
                 result.rows_lost += rows_lost(db, expected)
         dataset = Dataset(seed=99)
         with StandIn(dataset, management_key=KEY, fault_rate=1.0, fault_kinds=["503", "reset", "502"]) as api:
@@ -263,8 +267,10 @@ def fault_storm(rounds: int = 10, rate: float = 0.3) -> StormResult:
             result.outage_half_written = check.archived_days > 0 or bool(check.unmarked_days)
             api.set_fault_rate(0.0)
             again = cli(folder, db, api, "-q", "sync")
-            again.communicate(timeout=600)
+            out, err = again.communicate(timeout=600)
             result.outage_recovered = again.returncode == 0 and check_archive(db, expected_days(dataset)).archived_days == 30
+            if not result.outage_recovered:
+                result.failures.append(f"after the outage: exit {again.returncode}\n{out}{err}")
     return result
 
 

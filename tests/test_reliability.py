@@ -47,11 +47,11 @@ def test_sigkill_at_random_moments_never_damages_the_archive():
 def test_fault_storm_and_total_outage():
     result = rr.fault_storm(rounds=10, rate=0.3)
     assert sum(result.faults.values()) >= 10
-    assert result.complete_rounds == result.rounds
-    assert result.rows_lost == 0
+    assert result.complete_rounds == result.rounds, "\n".join(result.failures)
+    assert result.rows_lost == 0, "\n".join(result.failures)
     assert result.outage_exit == 1 and result.outage_message.startswith("Error: GET /activity failed after 3 attempt(s)")
     assert not result.outage_half_written
-    assert result.outage_recovered
+    assert result.outage_recovered, "\n".join(result.failures)
 
 
 @pytest.mark.slow
