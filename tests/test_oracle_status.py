@@ -221,3 +221,22 @@ def test_the_first_day_of_the_window_missing_is_pending_the_day_before_is_lost(c
     engine.dispose()
     assert status["lost"] == [(first - timedelta(days=1)).isoformat()]
     assert status["pending"][0] == first.isoformat()
+
+
+def test_only_days_without_rows_count_as_empty(tmp_path):
+    from etl import migrate, warehouse
+    from etl.db import open_engine
+    from etl.status import read_status
+
+    engine = open_engine(f"sqlite:///{tmp_path / 's.db'}")
+    migrate.upgrade(engine)
+    now = datetime(2026, 11, 22, 1, tzinfo=timezone.utc)
+    one = {"date": "", "endpoint_id": "e", "model": "m", "model_permaslug": "m", "provider_name": "P", "usage": 1.0,
+           "byok_usage_inference": 0.0, "requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "reasoning_tokens": 0, "cached_tokens": None}
+    for day, rows in (("2026-11-18", 0), ("2026-11-19", 1), ("2026-11-20", 2), ("2026-11-21", 0)):
+        with engine.begin() as conn:
+            warehouse.save_day(conn, day, [{**one, "date": day, "endpoint_id": f"e{i}"} for i in range(rows)], now=now)
+    status = read_status(engine, TODAY)
+    engine.dispose()
+    assert (status.days_archived, status.empty_days, status.rows) == (4, 2, 3)
+    assert (status.first_day, status.last_day) == ("2026-11-18", "2026-11-21")

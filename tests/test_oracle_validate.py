@@ -186,7 +186,10 @@ def test_the_oracle_agrees_with_the_documented_rules():
         expected_row(item(usage=True))
     with pytest.raises(Invalid):
         expected_row(item(requests=2**63))
-    assert expected_row(item(date="2026-08-23 00:00:00", requests=5.0))[:1] + expected_row(item())[7:8] == ("2026-08-23", 5)
+    with pytest.raises(Invalid):
+        expected_row(item(date="2026-08-23 05:00:00"))
+    live = expected_row(item(date="2026-08-23 00:00:00", requests=5.0))
+    assert (live[0], live[7], type(live[7])) == ("2026-08-23", 5, int)
 
 
 # -- end to end: a hostile value is never stored ------------------------------------------
