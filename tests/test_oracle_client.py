@@ -64,3 +64,33 @@ def test_a_redirect_is_not_followed_with_the_key():
     with pytest.raises(APIError, match="302"):
         client.activity()
     assert [r.url.host for r in seen] == ["example.test"]
+
+
+def scripted_waits(answers, **policy):
+    """The waits a client asks for while answered with ``answers`` (the last one repeats)."""
+    queue = list(answers)
+    sleeps: list[float] = []
+
+    def answer(_request):
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    retry = RetryPolicy(**{"max_attempts": 16, "max_total_seconds": 10_000, "initial": 0.5, "multiplier": 1.5, "max_wait": 60.0, **policy})
+    client = OpenRouterClient("https://example.test/api/v1", KEY, transport=httpx.MockTransport(answer), retry=retry, sleep=sleeps.append)
+    try:
+        client.activity()
+    except APIError:
+        pass
+    return sleeps
+
+
+def test_no_backoff_wait_exceeds_backoff_max():
+    # README: 0.5 s x 1.5^n, at most 60 s a wait. The 15th wait would be 146 s uncapped.
+    sleeps = scripted_waits([httpx.Response(503, json={"error": {"code": 503, "message": "down"}})])
+    assert len(sleeps) == 15
+    assert max(sleeps) == 60.0 and all(s <= 60.0 for s in sleeps)
+
+
+def test_a_long_retry_after_does_not_make_one_wait_exceed_backoff_max():
+    too_long = httpx.Response(429, json={"error": {"code": 429, "message": "slow down"}}, headers={"Retry-After": "600"})
+    sleeps = scripted_waits([too_long, httpx.Response(200, json={"data": []})], max_attempts=3)
+    assert all(s <= 60.0 for s in sleeps)
