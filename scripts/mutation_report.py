@@ -252,7 +252,7 @@ def pytest_command(tree: Path, module: str) -> list[str]:
             "--hypothesis-seed=0", *deselect, *selected]
 
 
-def run_tests(tree: Path, module: str, timeout: float) -> tuple[str, float, str]:
+def run_tests(tree: Path, module: str, timeout: float, full: bool = False) -> tuple[str, float, str]:
     shutil.rmtree(tree / ".hypothesis", ignore_errors=True)  # no failing example carried from one mutant to the next
     started = time.monotonic()
     try:
@@ -262,8 +262,9 @@ def run_tests(tree: Path, module: str, timeout: float) -> tuple[str, float, str]
     seconds = time.monotonic() - started
     if done.returncode == 0:
         return "survived", seconds, ""
-    failed = next((line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))), done.stdout.strip().splitlines()[-1:] or [""])
-    return "killed", seconds, failed if isinstance(failed, str) else failed[0]
+    lines = done.stdout.strip().splitlines()
+    failed = next((line for line in lines if line.startswith(("FAILED", "ERROR"))), lines[-1] if lines else "")
+    return "killed", seconds, failed if not full else "\n".join(lines[-60:] + done.stderr.strip().splitlines()[-20:])
 
 
 def audit(module: str, tests_from: str | None, timeout: float | None, verbose: bool) -> list[Outcome]:
@@ -276,9 +277,9 @@ def audit(module: str, tests_from: str | None, timeout: float | None, verbose: b
                                capture_output=True, text=True, check=True).stdout.strip()
         if not where.startswith(str(tree)):
             raise SystemExit(f"the copy is not what the tests import ({where}); refusing to go on")
-        status, seconds, detail = run_tests(tree, module, timeout or 1800)
+        status, seconds, detail = run_tests(tree, module, timeout or 1800, full=True)
         if status != "survived":
-            raise SystemExit(f"{module}: the unmutated tests do not pass ({status}: {detail}); fix that first")
+            raise SystemExit(f"{module}: the unmutated tests do not pass ({status}); fix that first:\n{detail}")
         limit = timeout or max(120.0, 3 * seconds + 30)
         print(f"{module}: {len(mutants)} mutant(s); the unmutated selection passes in {seconds:.0f}s; timeout {limit:.0f}s", flush=True)
         for mutant in mutants:

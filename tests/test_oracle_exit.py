@@ -118,6 +118,7 @@ def test_75_when_another_writer_holds_the_warehouse(cli_env, run, tmp_path):
 def _interrupted_sync(api, cli_env, tmp_path):
     """A real `sync` process, sent SIGINT while it waits for the API's answer."""
     api.latency = 60.0  # the answer never comes before the signal; stop() wakes the handler
+    (tmp_path / "config.toml").write_text("[openrouter]\ntimeout_seconds = 300\n")  # no timeout, no retry: it just waits
     proc = subprocess.Popen([sys.executable, "-m", "etl", "sync"], env={**os.environ, **cli_env}, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -16,7 +16,7 @@ from etl import db, migrate
 from etl.db import ReadOnlyViolation, _read_only_authorizer, open_engine, run_read_only
 
 WRITES = [
-    "INSERT INTO activity (date) VALUES ('2000-01-01')",
+    "INSERT INTO credits_snapshots (fetched_at, total_credits, total_usage) VALUES ('2000-01-01', 1, 1)",
     "UPDATE activity SET usage = 0",
     "DELETE FROM activity",
     "DROP TABLE activity",
@@ -46,10 +46,23 @@ def archive(tmp_path):
 
 
 def read_write_with_authorizer(path):
-    """A connection that could write (no mode=ro, no query_only): the authorizer stands alone."""
-    conn = sqlite3.connect(path)
+    """A connection that could write (no mode=ro, no query_only): the authorizer stands alone.
+
+    Autocommit, so that the driver's implicit BEGIN (which the authorizer also refuses) does
+    not hide whether the write itself is refused.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
     conn.set_authorizer(_read_only_authorizer)
     return conn
+
+
+@pytest.mark.parametrize("statement", WRITES)
+def test_each_write_would_succeed_without_the_authorizer(archive, statement):
+    conn = sqlite3.connect(archive, isolation_level=None)
+    try:
+        conn.execute(statement)  # the control: these are real, valid writes
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("statement", WRITES)
@@ -82,7 +95,7 @@ def test_the_authorizer_is_the_layer_that_refuses_in_sql(archive, statement):
     assert str(refused.value).endswith("(not authorized)")
 
 
-@pytest.mark.parametrize("statement", ["INSERT INTO activity (date) VALUES ('2000-01-01')", "UPDATE activity SET usage = 0", "DELETE FROM activity"])
+@pytest.mark.parametrize("statement", [WRITES[0], "UPDATE activity SET usage = 0", "DELETE FROM activity"])
 def test_without_the_authorizer_the_connection_still_refuses_writes(archive, monkeypatch, statement):
     # A fault in one layer (an authorizer that allows everything): the others must hold.
     monkeypatch.setattr(db, "_read_only_authorizer", lambda *_args: sqlite3.SQLITE_OK)
