@@ -119,7 +119,11 @@ def _interrupted_sync(api, cli_env, tmp_path):
     """A real `sync` process, sent SIGINT while it waits for the API's answer."""
     api.latency = 60.0  # the answer never comes before the signal; stop() wakes the handler
     (tmp_path / "config.toml").write_text("[openrouter]\ntimeout_seconds = 300\n")  # no timeout, no retry: it just waits
-    proc = subprocess.Popen([sys.executable, "-m", "etl", "sync"], env={**os.environ, **cli_env}, cwd=tmp_path,
+    # As from a terminal: SIGINT raises KeyboardInterrupt even when this test runs in the
+    # background, where the shell has set SIGINT to be ignored (which children inherit).
+    terminal = "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); " \
+               "sys.argv = ['openrouter-archive', 'sync']; runpy.run_module('etl', run_name='__main__')"
+    proc = subprocess.Popen([sys.executable, "-c", terminal], env={**os.environ, **cli_env}, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
