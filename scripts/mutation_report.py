@@ -203,6 +203,8 @@ DESELECT = [
     "tests/test_report.py::test_png_is_the_chart_alone",
     "tests/test_sync_cli.py::test_each_transient_fault_is_retried_to_success[slow]",
     "tests/test_sync_cli.py::test_demo_needs_no_key_and_no_setup",
+    # Timing-sensitive in the original suite (flaky on a loaded machine); no mutant here touches it.
+    "tests/test_breakdowns.py::test_pacer_spaces_request_starts",
 ]
 MODULES = list(TESTS)
 

@@ -206,12 +206,14 @@ def test_pacer_spaces_request_starts():
         starts.append(time.monotonic())
 
     threads = [threading.Thread(target=go) for _ in range(5)]
+    before = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    gaps = [b - a for a, b in zip(sorted(starts), sorted(starts)[1:])]
-    assert all(gap >= 0.045 for gap in gaps)
+    # The n-th start comes at least n intervals after the first could: a thread woken late by a
+    # busy machine may bunch up with the next one, but never gets ahead of the pace.
+    assert all(start - before >= n * 0.05 - 0.005 for n, start in enumerate(sorted(starts)))
 
 
 def test_bad_breakdown_setting_is_a_config_error(run, cli_env, tmp_path):
