@@ -27,13 +27,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from etl.standin import Dataset, Fault, StandIn
-from etl.validate import parse_activity
 from etl.window import completed_window, utc_today
 
 KEY = "sk-or-v1-reliability-" + "5a" * 12
@@ -48,15 +47,28 @@ FAST_RETRIES = "[openrouter]\nmax_attempts = {attempts}\nbackoff_initial = 0.02\
 
 
 def expected_days(dataset: Dataset) -> dict[str, list[tuple[Any, ...]]]:
-    """What the stand-in serves for each day of the window, as the warehouse must hold it."""
-    window = completed_window(utc_today())
+    """What the stand-in serves for each day of the window, as the warehouse must hold it.
+
+    Read from the generator as plain JSON and normalised here, never through the code under
+    test: a validation that swapped two columns must not move the expectation with it.
+    """
+    today = datetime.now(timezone.utc).date()
     days: dict[str, list[tuple[Any, ...]]] = {}
-    day = window[0]
-    while day <= window[1]:
-        parsed = parse_activity({"data": dataset.activity(day)}, window)
-        days[day.isoformat()] = sorted(tuple(r.values()) for r in parsed.days.get(day.isoformat(), []))
-        day += timedelta(days=1)
+    for offset in range(30, 0, -1):
+        day = today - timedelta(days=offset)
+        items = json.loads(json.dumps(dataset.activity(day)))
+        days[day.isoformat()] = sorted(_expected_row(item) for item in items)
     return days
+
+
+def _expected_row(item: dict[str, Any]) -> tuple[Any, ...]:
+    """One served item as an activity row, in ROW_SQL's column order."""
+    cached = item.get("cached_tokens")
+    return (
+        item["date"][:10], item["endpoint_id"], item["model"], item["model_permaslug"], item["provider_name"],
+        float(item["usage"]), float(item["byok_usage_inference"]), int(item["requests"]), int(item["prompt_tokens"]),
+        int(item["completion_tokens"]), int(item["reasoning_tokens"]), None if cached is None else int(cached),
+    )
 
 
 def cli(folder: Path, db: Path, api: StandIn, *args: str, config: str = "", prefix: list[str] | None = None, **popen: Any) -> subprocess.Popen[str]:
@@ -67,6 +79,7 @@ def cli(folder: Path, db: Path, api: StandIn, *args: str, config: str = "", pref
         "OPENROUTER_BASE_URL": api.base_url,
         "OPENROUTER_ARCHIVE_DB": f"sqlite:///{db}",
         "OPENROUTER_ARCHIVE_CONFIG": str(folder / "config.toml"),
+        "PYTHONUNBUFFERED": "1",  # a killed process's last lines are not lost in a buffer
     }
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
     return subprocess.Popen([*(prefix or []), sys.executable, "-m", "etl", *args], env=env, cwd=folder, text=True, **streams)
@@ -112,55 +125,98 @@ def rows_lost(db: Path, expected: dict[str, list[tuple[Any, ...]]]) -> int:
 
 
 @dataclass
+class ProcessLog:
+    """One CLI run of a crash trial, kept whole so that a failure can be diagnosed."""
+
+    warehouse: str
+    args: str
+    returncode: int | None
+    killed_after: float | None  # seconds, when it was SIGKILLed
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        how = f"SIGKILL after {self.killed_after:.2f}s" if self.killed_after is not None else f"exit {self.returncode}"
+        out = "\n".join(f"    | {line}" for line in (self.stdout + self.stderr).rstrip().splitlines()[-40:])
+        return f"  {self.warehouse}: {self.args}: {how}" + (f"\n{out}" if out else "")
+
+
+@dataclass
 class CrashResult:
     attempts: int = 0
     kills: int = 0
     finished_before_kill: int = 0
     checks_failed: list[str] = field(default_factory=list)
     recoveries: int = 0
+    recoveries_failed: list[str] = field(default_factory=list)
     rows_lost: int = 0
     rows_per_day: int = 0
     full_run_seconds: float = 0.0
+    logs: list[ProcessLog] = field(default_factory=list)
+
+    def explain(self) -> str:
+        """Every failure, then the output of every process run on the warehouses concerned."""
+        bad = {line.split(":")[0] for line in self.checks_failed + self.recoveries_failed}
+        lines = [*self.checks_failed, *self.recoveries_failed]
+        lines += [str(log) for log in self.logs if log.warehouse in bad]
+        return "\n".join(lines) or "no failure"
+
+
+def _run_logged(result: CrashResult, folder: Path, db: Path, api: StandIn, *args: str, kill_after: float | None = None) -> ProcessLog:
+    proc = cli(folder, db, api, *args)
+    killed = None
+    try:
+        proc.wait(timeout=kill_after if kill_after is not None else 600)
+    except subprocess.TimeoutExpired:
+        if kill_after is None:
+            proc.kill()
+            raise
+        proc.send_signal(signal.SIGKILL)
+        killed = kill_after
+    out, err = proc.communicate()
+    log = ProcessLog(db.name, " ".join(args), proc.returncode, killed, out, err)
+    result.logs.append(log)
+    return log
 
 
 def crash_trials(kills: int = 20, rows_per_day: int = 5000, seed: int = 7, fresh_every: int = 5) -> CrashResult:
-    """SIGKILL `backfill` at random moments; after each kill the archive must be intact."""
+    """SIGKILL `backfill` at random moments; after each kill the archive must be intact.
+
+    Every process's output is kept (``CrashResult.logs``); ``explain()`` shows the output of
+    the runs on any warehouse that failed a check or was not recovered by the next sync.
+    """
     rng = random.Random(seed)
     result = CrashResult(rows_per_day=rows_per_day)
     dataset = Dataset(endpoints_per_day=rows_per_day, empty_day_every=9)
     expected = expected_days(dataset)
     with tempfile.TemporaryDirectory(prefix="crash-") as tmp, StandIn(dataset, management_key=KEY, date_style="mixed") as api:
         folder = Path(tmp)
-        calibration = folder / "calibration.db"
         started = time.monotonic()
-        done = cli(folder, calibration, api, "-q", "backfill")
-        _, err = done.communicate(timeout=600)
+        calibration = _run_logged(result, folder, folder / "calibration.db", api, "-q", "backfill")
         result.full_run_seconds = time.monotonic() - started
-        if done.returncode != 0:
-            raise RuntimeError(f"calibration backfill failed: {err}")
+        if calibration.returncode != 0:
+            raise RuntimeError(f"calibration backfill failed:\n{calibration}")
         warehouses: list[Path] = []
         while result.kills < kills and result.attempts < kills * 3:
             if result.attempts % fresh_every == 0:
                 warehouses.append(folder / f"archive-{len(warehouses)}.db")
             db = warehouses[-1]
             result.attempts += 1
-            proc = cli(folder, db, api, "-q", "backfill")
-            try:
-                proc.wait(timeout=rng.uniform(0.3, result.full_run_seconds))
+            log = _run_logged(result, folder, db, api, "backfill", kill_after=rng.uniform(0.3, result.full_run_seconds))
+            if log.killed_after is None:
                 result.finished_before_kill += 1
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+            else:
                 result.kills += 1
-            proc.communicate()
             check = check_archive(db, expected)
             if not check.ok:
-                result.checks_failed.append(f"attempt {result.attempts}: {check}")
+                result.checks_failed.append(f"{db.name}: after attempt {result.attempts}: {check}")
         for db in warehouses:
-            proc = cli(folder, db, api, "-q", "sync")
-            proc.communicate(timeout=600)
-            if proc.returncode == 0 and check_archive(db, expected).ok:
+            log = _run_logged(result, folder, db, api, "-v", "sync")
+            check = check_archive(db, expected)
+            if log.returncode == 0 and check.ok:
                 result.recoveries += 1
+            else:
+                result.recoveries_failed.append(f"{db.name}: the recovery sync exited {log.returncode}; {check}")
             result.rows_lost += rows_lost(db, expected)
     return result
 
@@ -179,6 +235,7 @@ class StormResult:
     outage_message: str = ""
     outage_half_written: bool = False
     outage_recovered: bool = False
+    failures: list[str] = field(default_factory=list)  # each failed run with its whole output
 
 
 def fault_storm(rounds: int = 10, rate: float = 0.3) -> StormResult:
@@ -192,14 +249,17 @@ def fault_storm(rounds: int = 10, rate: float = 0.3) -> StormResult:
             with StandIn(dataset, management_key=KEY, fault_rate=rate, fault_seed=n) as api:
                 db = folder / f"storm-{n}.db"
                 proc = cli(folder, db, api, "-q", "backfill", config=config)
-                proc.communicate(timeout=600)
+                out, err = proc.communicate(timeout=600)
                 result.requests += len(api.requests)
                 for record in api.requests:
                     if record.fault:
                         result.faults[record.fault] = result.faults.get(record.fault, 0) + 1
                 expected = expected_days(dataset)
-                if proc.returncode == 0 and check_archive(db, expected).ok:
+                check = check_archive(db, expected)
+                if proc.returncode == 0 and check.ok:
                     result.complete_rounds += 1
+                else:
+                    result.failures.append(f"round {n}: exit {proc.returncode}; {check}\n{out}{err}")
                 result.rows_lost += rows_lost(db, expected)
         dataset = Dataset(seed=99)
         with StandIn(dataset, management_key=KEY, fault_rate=1.0, fault_kinds=["503", "reset", "502"]) as api:
@@ -212,8 +272,10 @@ def fault_storm(rounds: int = 10, rate: float = 0.3) -> StormResult:
             result.outage_half_written = check.archived_days > 0 or bool(check.unmarked_days)
             api.set_fault_rate(0.0)
             again = cli(folder, db, api, "-q", "sync")
-            again.communicate(timeout=600)
+            out, err = again.communicate(timeout=600)
             result.outage_recovered = again.returncode == 0 and check_archive(db, expected_days(dataset)).archived_days == 30
+            if not result.outage_recovered:
+                result.failures.append(f"after the outage: exit {again.returncode}\n{out}{err}")
     return result
 
 
@@ -1257,6 +1319,58 @@ def shown_amounts_add_up() -> CheckRow:
                 f"total equals SQL to the cent: {'yes' if total_ok else 'NO'}; 80 columns with spend and BYOK: {'yes' if narrow_ok else 'NO'}"),
         rows_lost=missing + wrong,
         ok=missing == 0 and wrong == 0 and adds_up and total_ok and narrow_ok,
+    )
+
+
+# -- issue 15: the archive equals the JSON that was served, column by column ---------------
+
+
+def _served_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Per day, the rows of the newest raw /activity response, read with gzip and json alone."""
+    import gzip
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        (body,) = conn.execute("SELECT body FROM raw_responses WHERE endpoint = 'activity' ORDER BY id DESC LIMIT 1").fetchone()
+    days: dict[str, list[tuple[Any, ...]]] = {}
+    for item in json.loads(gzip.decompress(body))["data"]:
+        row = _expected_row(item)
+        days.setdefault(row[0], []).append(row)
+    return {day: sorted(rows) for day, rows in days.items()}
+
+
+@exactness_check
+def archive_equals_served_json() -> CheckRow:
+    """Backfill, revise yesterday, sync: every column of every row equals the newest raw response."""
+    dataset = Dataset(seed=15)
+    config = FAST_RETRIES.format(attempts=3, timeout=10, max_mb=128)
+    with tempfile.TemporaryDirectory(prefix="oracle-") as tmp, StandIn(dataset, management_key=KEY, date_style="mixed", float_counts="mixed") as api:
+        folder, db = Path(tmp), Path(tmp) / "oracle.db"
+        codes = []
+        for args in (("-q", "backfill"), ("-q", "sync")):
+            proc = cli(folder, db, api, *args, config=config)
+            proc.communicate(timeout=300)
+            codes.append(proc.returncode)
+            yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+            for day in (yesterday, yesterday - timedelta(days=1)):
+                dataset.revise(day)  # late data for the days the sync refetches
+        served = _served_rows(db)
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            stored: dict[str, list[tuple[Any, ...]]] = {}
+            for row in conn.execute(ROW_SQL):
+                stored.setdefault(row[0], []).append(row)
+            marked = {d for (d,) in conn.execute("SELECT date FROM archived_days")}
+    have = {row for rows in stored.values() for row in rows}
+    want = [row for rows in served.values() for row in rows]
+    lost = sum(1 for row in want if row not in have)
+    extra = sum(len(rows) for rows in stored.values()) - len(want)
+    columns = len(ROW_SQL.split(" FROM ")[0].split(","))
+    ok = codes == [0, 0] and lost == 0 and extra == 0 and len(marked) == 30 and set(stored) <= marked
+    return CheckRow(
+        check="archive equals the served JSON, column by column",
+        tried="backfill then sync of a revised window (mixed date styles, float counts), compared with the newest raw response read with json alone",
+        result=f"exits {codes}; {len(want)} rows x {columns} columns served, {len(want) - lost} held exactly, {max(extra, 0)} extra",
+        rows_lost=lost,
+        ok=ok,
     )
 
 

@@ -10,7 +10,14 @@ import httpx
 import pytest
 
 from etl.client import OpenRouterClient, RetryPolicy
-from etl.errors import AuthenticationError, BadRequestError, NotFoundError, PermissionDeniedError, TransientAPIError
+from etl.errors import (
+    AuthenticationError,
+    BadRequestError,
+    InvalidResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientAPIError,
+)
 
 KEY = "sk-or-v1-secret-test-key-0123456789"
 OK = {"data": []}
@@ -53,11 +60,15 @@ def test_retry_after_is_honoured_then_success():
 def test_ratelimit_reset_header_is_used_when_no_retry_after():
     import time
 
-    reset_ms = str(int((time.time() + 3) * 1000))
-    transport, _ = scripted(error(429, "Rate limit exceeded", {"X-RateLimit-Reset": reset_ms}), httpx.Response(200, json=OK))
-    sleeps: list[float] = []
-    make(transport, sleeps).activity()
-    assert 1.5 < sleeps[0] <= 3.0
+    import time_machine
+
+    # The clock stands still, so the wait is exact however slow the machine is.
+    with time_machine.travel(1_800_000_000.0, tick=False):
+        reset_ms = str(int((time.time() + 3) * 1000))
+        transport, _ = scripted(error(429, "Rate limit exceeded", {"X-RateLimit-Reset": reset_ms}), httpx.Response(200, json=OK))
+        sleeps: list[float] = []
+        make(transport, sleeps).activity()
+    assert sleeps == [3.0]
 
 
 def test_backoff_grows_exponentially_with_bounded_jitter():
@@ -122,7 +133,8 @@ def test_final_errors_are_not_retried_and_explained(status, message, kind, needl
 
 
 def test_oversized_body_is_refused():
-    transport, _ = scripted(httpx.Response(200, content=b'{"data": [' + b" " * 2000 + b"]}"))
+    transport, seen = scripted(httpx.Response(200, content=b'{"data": [' + b" " * 2000 + b"]}"))
     client = OpenRouterClient("https://example.test/api/v1", KEY, transport=transport, max_response_bytes=1000)
-    with pytest.raises(Exception, match="exceeds the 1,000-byte limit"):
+    with pytest.raises(InvalidResponseError, match="exceeds the 1,000-byte limit"):
         client.activity()
+    assert len(seen) == 1  # refused at once, not retried: a second attempt would be as big

@@ -119,10 +119,27 @@ def test_retries_are_bounded_and_the_schedule_goes_on(api, start_daemon, warehou
 
 
 def test_credits_job_on_its_own_schedule(api, start_daemon, warehouse_url):
-    daemon, _ = start_daemon(credits_cron="* * * * *")
-    daemon.credits_job()  # a cron minute is too long to wait; the job itself is what matters
+    def next_0317(now):
+        want = now.replace(hour=3, minute=17, second=0, microsecond=0)
+        return want if want > now else want + timedelta(days=1)
+
+    before = datetime.now(timezone.utc)
+    daemon, _ = start_daemon(credits_cron="17 3 * * *")
+    job = daemon.scheduler.get_job("credits")
+    assert job is not None and job.func == daemon.credits_job
+    # The schedule itself: the next run is the next 03:17 UTC, whatever sync does.
+    assert job.next_run_time in {next_0317(before), next_0317(datetime.now(timezone.utc))}
+    assert daemon.scheduler.get_job("sync").trigger is not job.trigger
+    daemon.credits_job()  # waiting for the cron time is too long; the job itself stores a snapshot
     assert query(warehouse_url, "SELECT count(*) FROM credits_snapshots") == [(1,)]
-    assert daemon.scheduler.get_job("credits") is not None
+
+
+@pytest.mark.xfail(strict=True, reason="product bug (etl/daemon.py, not this branch's scope): APScheduler 3's "
+                   "CronTrigger.from_crontab numbers weekdays from Monday=0, so cron's '2' (Tuesday) runs on Wednesdays "
+                   "and '0' (Sunday) on Mondays")
+def test_a_cron_day_of_week_means_what_cron_says(api, start_daemon):
+    daemon, _ = start_daemon(credits_cron="17 3 * * 2")  # cron: Tuesdays
+    assert daemon.scheduler.get_job("credits").next_run_time.strftime("%A") == "Tuesday"
 
 
 def test_bad_cron_expression_is_a_config_error(cli_env, run, tmp_path):

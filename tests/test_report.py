@@ -17,6 +17,7 @@ from conftest import query
 from etl import migrate, warehouse
 from etl.db import open_engine
 from etl.query import BREAKDOWN_DIMENSIONS, DIMENSIONS, METRICS, OTHER, ReportSpec, last_range, run_report
+from oracle import REPORT_METRICS, TIME_GROUPS, expected_groups
 
 NOW = datetime(2026, 4, 1, tzinfo=timezone.utc)
 ENDPOINTS = [
@@ -101,20 +102,74 @@ def test_report_totals_equal_raw_sql_sums(engine, rows, group_by, since, until, 
             assert summed == want
     keys = [tuple(r[g] for g in group_by) for r in report.rows]
     assert len(keys) == len(set(keys))
-    if top is not None:
-        assert len({r[group_by[-1]] for r in report.rows} - {OTHER}) <= top
+
+    # Per group, labels and every metric, against sums made here from the generated rows.
+    groups = expected_groups(rows, group_by, since, until, (model,) if model else ())
+    for name in REPORT_METRICS:
+        assert report.totals[name] == pytest.approx(sum(g[name] for g in groups.values()), abs=1e-6), name
+    got = {tuple(r[g] for g in group_by): r for r in report.rows}
+    if top is None:
+        assert set(got) == set(groups)
+        for key, want in groups.items():
+            assert_metrics(got[key], want, key)
+    else:
+        ranking: dict = {}
+        for key, sums in groups.items():
+            ranking[key[-1]] = ranking.get(key[-1], 0.0) + sums["usage"]
+        kept = {k[-1] for k in got} - {OTHER}
+        assert len(kept) == min(top, len(ranking))
+        folded = set(ranking) - kept
+        assert all(ranking[k] >= ranking[f] - 1e-9 for k in kept for f in folded)  # the biggest are kept
+        others: dict = {}
+        for key, sums in groups.items():
+            if key[-1] in kept:
+                assert_metrics(got[key], sums, key)
+            else:
+                other = others.setdefault((*key[:-1], OTHER), dict.fromkeys(REPORT_METRICS, 0))
+                for name in REPORT_METRICS:
+                    other[name] += sums[name]
+        assert set(got) == {k for k in groups if k[-1] in kept} | set(others)
+        for key, want in others.items():
+            assert_metrics(got[key], want, key)
+    assert_default_order(report.rows, group_by)
+
+
+def assert_metrics(got, want, key):
+    for name in REPORT_METRICS:
+        if name in ("usage", "byok_usage_inference"):
+            assert got[name] == pytest.approx(want[name], abs=1e-6), (key, name)
+        else:
+            assert got[name] == want[name], (key, name)
+
+
+def assert_default_order(rows, group_by):
+    """Time first: chronological blocks, biggest spend first within a block; else biggest spend first; `other` last."""
+    def rank(r):
+        return (r[group_by[-1]] == OTHER, -r["usage"])
+
+    keys = [((r[group_by[0]],) if group_by[0] in TIME_GROUPS else ()) + rank(r) for r in rows]
+    if group_by[0] in TIME_GROUPS and len(group_by) == 1:
+        keys = [(r[group_by[0]],) for r in rows]
+    assert keys == sorted(keys), [tuple(r[g] for g in group_by) for r in rows]
 
 
 def test_iso_week_groups_match_python(engine):
+    # Year ends with a week 53, a week 1 that starts in December, and Sunday/Monday edges.
+    days = [date(y, m, d) + timedelta(days=k) for y, m, d in ((2020, 12, 26), (2024, 12, 27), (2026, 12, 25), (2027, 12, 29)) for k in range(12)]
     rows = [
-        {"date": d, "endpoint_id": "e", "model": "m", "model_permaslug": "m", "provider_name": "P", "usage": 1.0,
+        {"date": d.isoformat(), "endpoint_id": "e", "model": "m", "model_permaslug": "m", "provider_name": "P", "usage": 1.0,
          "byok_usage_inference": 0.0, "requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "reasoning_tokens": 0, "cached_tokens": None}
-        for d in ("2020-12-31", "2021-01-03", "2021-01-04", "2026-12-28", "2027-01-01")
+        for d in days
     ]
     load(engine, rows)
     with engine.connect() as conn:
         weeks = {r["week"]: r["requests"] for r in run_report(conn, ReportSpec(("week",))).rows}
-    assert weeks == {"2020-W53": 2, "2021-W01": 1, "2026-W53": 2}
+    expected: dict[str, int] = {}
+    for d in days:
+        year, week, _ = d.isocalendar()
+        expected[f"{year}-W{week:02d}"] = expected.get(f"{year}-W{week:02d}", 0) + 1
+    assert weeks == expected
+    assert {"2020-W53", "2021-W01", "2024-W52", "2025-W01", "2026-W53", "2027-W52", "2028-W01"} <= set(weeks)
 
 
 def test_top_folds_the_rest_into_other(engine):
@@ -216,14 +271,24 @@ def test_png_is_the_chart_alone(run, archive, tmp_path):
 @pytest.mark.both_backends
 def test_filters_and_terminal_chart(run, archive):
     models = [m for (m,) in raw(archive, "SELECT DISTINCT model FROM activity WHERE model LIKE 'openai/%'")]
+    assert len(models) >= 2  # the stand-in's account uses several OpenAI models: the filter has something to keep
     out = json.loads(run("report", "--model", "openai/*", "-f", "json").stdout)
     assert sorted(r["model"] for r in out) == sorted(models)
-    day = raw(archive, "SELECT max(date) FROM activity")[0][0]
+    (day, requests), = raw(archive, "SELECT date, sum(requests) FROM activity WHERE date = (SELECT max(date) FROM activity) GROUP BY date")
     one_day = json.loads(run("report", "-g", "date", "--since", day, "--until", day, "-f", "json").stdout)
-    assert [r["date"] for r in one_day] == [day]
-    assert len(json.loads(run("report", "-g", "date", "--last", "7d", "-f", "json").stdout)) <= 7
+    assert [(r["date"], r["requests"]) for r in one_day] == [(day, requests)]
+    yesterday = (datetime.now(timezone.utc).date() - timedelta(days=1))
+    week = [(yesterday - timedelta(days=k)).isoformat() for k in range(6, -1, -1)]
+    want = [(d, n) for d, n in raw(archive, "SELECT date, sum(requests) FROM activity GROUP BY date ORDER BY date") if d in week]
+    last_7d = json.loads(run("report", "-g", "date", "--last", "7d", "-f", "json").stdout)
+    assert len(want) >= 5 and [(r["date"], r["requests"]) for r in last_7d] == want
+    spend = raw(archive, "SELECT provider_name, sum(usage) FROM activity GROUP BY 1 ORDER BY 2 DESC")
     chart = run("report", "-g", "provider", "--chart").stdout
-    assert "spend by provider" in chart and "█" in chart
+    bars = chart.split("spend by provider\n", 1)[1].splitlines()
+    assert len(bars) == len(spend) > 5  # one bar per provider, biggest first, each with its amount
+    for line, (provider, usage) in zip(bars, spend):
+        assert line.startswith(provider + " ") and line.endswith(f"${usage:,.2f}"), line
+    assert "█" * 40 in bars[0]
 
 
 @pytest.mark.both_backends

@@ -646,7 +646,7 @@ def test_control_endpoints(standin: StandIn, client: httpx.Client) -> None:
 
 
 def test_latency_and_concurrency() -> None:
-    with StandIn(today=lambda: TODAY, latency=0.3) as server:
+    with StandIn(today=lambda: TODAY, latency=1.0) as server:
         results: list[int] = []
 
         def fetch() -> None:
@@ -660,7 +660,8 @@ def test_latency_and_concurrency() -> None:
             thread.join()
         elapsed = time.monotonic() - started
     assert results == [200] * 6
-    assert 0.3 <= elapsed < 1.2  # answered side by side, not one after another
+    # Answered side by side: one after another would take 6 s; the bound leaves room for a busy machine.
+    assert 1.0 <= elapsed < 5.0
 
 
 def test_stop_is_prompt_even_with_a_request_in_flight() -> None:
@@ -680,7 +681,7 @@ def test_stop_is_prompt_even_with_a_request_in_flight() -> None:
     time.sleep(0.1)
     started = time.monotonic()
     server.stop()
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10.0  # far below the 30 s the request would otherwise hold it
     thread.join(timeout=5)
     assert not thread.is_alive()
     with pytest.raises(httpx.ConnectError):

@@ -120,14 +120,30 @@ def test_empty_day_is_marked_archived(engine):
         assert conn.execute(select(archived_days.c.row_count).where(archived_days.c.date == "2026-11-02")).scalar() == 0
 
 
-def test_failed_transaction_leaves_no_partial_day(engine):
-    with pytest.raises(RuntimeError):
-        with engine.begin() as conn:
-            warehouse.save_day(conn, "2026-11-03", [row("e1", date="2026-11-03")], now=NOW)
-            raise RuntimeError("crash after the rows, before commit")
+@pytest.mark.sqlite_only  # a SQLite trigger plays the failure
+def test_failed_transaction_leaves_no_partial_day(engine, api):
+    # The product's transaction, not SQLAlchemy's: a sync writes each day's rows and its
+    # archived mark together, so when the mark of the second day fails (a real SQLite
+    # error), that day's rows are not left behind and the first day stays whole.
+    from datetime import timedelta
+
+    from etl.client import OpenRouterClient
+    from etl.sync import run_sync
+    from etl.window import utc_today
+
+    days = [utc_today() - timedelta(days=k) for k in (3, 2, 1)]
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TRIGGER boom BEFORE INSERT ON archived_days WHEN NEW.date = '{days[1]}' "
+                          "BEGIN SELECT RAISE(ABORT, 'crash after the rows, before the mark'); END"))
+    with OpenRouterClient(api.base_url, api.management_key) as client:
+        report = run_sync(engine, client, days, trigger="test")
+    assert report.error == f"warehouse {engine.url.database}: crash after the rows, before the mark"
     with engine.connect() as conn:
-        assert conn.execute(select(activity).where(activity.c.date == "2026-11-03")).first() is None
-        assert conn.execute(select(archived_days).where(archived_days.c.date == "2026-11-03")).first() is None
+        marked = conn.execute(select(archived_days.c.date)).scalars().all()
+        stored = conn.execute(select(activity.c.date)).scalars().all()
+    assert marked == [days[0].isoformat()]
+    assert set(stored) <= {days[0].isoformat()}  # nothing of the failed day, nor of the day after it
+    assert len(stored) == len(api.dataset.activity(days[0]))  # and the first day whole
 
 
 def test_raw_response_round_trips_compressed(engine):

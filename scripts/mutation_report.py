@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""Mutation audit: does the suite notice when the core code is quietly wrong?
+
+A fixed, printed list of small hand-made mutants (a comparison flipped, a constant off by
+one, two metric columns swapped, a condition dropped, an exit code changed, an early
+return) over the core modules. Each mutant is applied to a temporary copy of the tree
+(the worktree is never touched), and a fast, targeted selection of tests runs against it
+with ``-x`` and a timeout. A mutant the tests do not notice *survives*: a place where a
+wrong number could ship silently. The score per module is killed / applicable.
+
+Run it on demand, not in CI (CPU: one module at a time is kind to a shared machine)::
+
+    python scripts/mutation_report.py --list                 # the mutants, nothing run
+    python scripts/mutation_report.py --module validate      # one module
+    python scripts/mutation_report.py                        # every module
+    python scripts/mutation_report.py --tests-from 98c881a   # the tests as of a commit
+
+A mutant whose original text is no longer in the file (the code moved on) is reported as
+*stale*, not counted, so that the list can be brought up to date. Exit status: 0 when every
+module scored at least ``--threshold`` (90%), else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str  # the report group
+    path: str  # file, relative to the repository root
+    old: str  # exact original text (must occur in the file)
+    new: str  # its replacement
+    why: str  # what would go wrong for a user
+    nth: int = 1  # which occurrence of ``old``, when it is not unique
+
+
+def m(module: str, path: str, old: str, new: str, why: str, nth: int = 1) -> Mutant:
+    return Mutant(module, path, old, new, why, nth)
+
+
+V, W, S, Q, ST, C, D, X = "etl/validate.py", "etl/warehouse.py", "etl/sync.py", "etl/query.py", "etl/status.py", "etl/client.py", "etl/db.py", "etl/cli.py"
+
+MUTANTS: tuple[Mutant, ...] = (
+    # -- validation: what is refused before anything is written
+    m("validate", V, "MAX_COUNT = 2**63 - 1", "MAX_COUNT = 2**63", "a count of exactly 2**63 (beyond SQLite INTEGER) is accepted"),
+    m("validate", V, "    if isinstance(value, bool):\n        raise", "    if False:\n        raise", "a boolean count (True) is accepted"),
+    m("validate", V, "if isinstance(value, bool) or not isinstance(value, (int, float)):", "if not isinstance(value, (int, float)):", "a boolean amount (True) is stored as $1.00"),
+    m("validate", V, "if not value.is_integer():", "if False:", "a fractional count (5.5) is truncated and stored"),
+    m("validate", V, "    if not isinstance(value, int):\n        raise", "    if False:\n        raise", "a count given as a string (\"5\") is accepted"),
+    m("validate", V, "Field(ge=0, le=MAX_COUNT)", "Field(ge=-1, le=MAX_COUNT)", "a negative count of -1 is accepted"),
+    m("validate", V, "Field(allow_inf_nan=False)", "Field()", "NaN and Infinity amounts are stored"),
+    m("validate", V, "Field(min_length=1, max_length=1000)", "Field(min_length=0, max_length=1000)", "an empty model or endpoint name is accepted"),
+    m("validate", V, "if not isinstance(scope, str) or not scope:", "if not isinstance(scope, str):", "an empty workspace_id is stored"),
+    m("validate", V, "if (scope, item.endpoint_id) in seen:", "if False:", "a duplicate (date, endpoint) is accepted"),
+    m("validate", V, "if not first <= day <= last:", "if not first <= day:", "a day after the requested window is loaded"),
+    m("validate", V, "if not first <= day <= last:", "if not first < day <= last:", "the first day of the window is rejected"),
+    m("validate", V, "(?:[ T]00:00:00", "(?:[ T]\\d\\d:\\d\\d:\\d\\d", "a date with a time of day other than midnight is accepted"),
+    m("validate", V, "return {name: getattr(self, name) for name in ROW_COLUMNS}",
+      "return {name: getattr(self, {'prompt_tokens': 'completion_tokens', 'completion_tokens': 'prompt_tokens'}.get(name, name)) for name in ROW_COLUMNS}",
+      "prompt_tokens and completion_tokens are swapped"),
+    m("validate", V, "return {name: getattr(self, name) for name in ROW_COLUMNS}",
+      "return {name: getattr(self, {'usage': 'byok_usage_inference', 'byok_usage_inference': 'usage'}.get(name, name)) for name in ROW_COLUMNS}",
+      "usage and byok_usage_inference are swapped"),
+    m("validate", V, "cached_tokens: Count | None = None", "cached_tokens: Count | None = 0", "a missing cached_tokens is stored as 0 instead of NULL"),
+    # -- warehouse: how a validated day is written
+    m("warehouse", W, "elif tuple(old) != tuple(row[c] for c in _COMPARED):", "elif False:", "a revised row is counted unchanged and never updated"),
+    m("warehouse", W, "_COMPARED = (*ACTIVITY_ATTRIBUTES, *ACTIVITY_METRICS)", "_COMPARED = (*ACTIVITY_ATTRIBUTES, *ACTIVITY_METRICS[:-1])", "a change of cached_tokens alone is not noticed"),
+    m("warehouse", W, "stmt = upsert(conn.engine, table, pk, (*_COMPARED, \"updated_at\"))", "stmt = upsert(conn.engine, table, pk, (*_COMPARED[1:], \"updated_at\"))", "a revised model name is not written"),
+    m("warehouse", W, "changed = diff.inserted + diff.updated", "changed = diff.inserted", "revised rows are counted but not written"),
+    m("warehouse", W, '("row_count", "last_fetched_at", "run_id", "raw_response_id")', '("row_count", "first_archived_at", "last_fetched_at", "run_id", "raw_response_id")', "a day's first_archived_at moves at every refetch"),
+    m("warehouse", W, '_mark(conn, archived_days, {"date": day}, len(rows), now', '_mark(conn, archived_days, {"date": day}, written.inserted, now', "archived_days.row_count counts only new rows"),
+    m("warehouse", W, "where = [table.c.date == day, *(table.c[c] == v for c, v in scope.items())]", "where = [table.c.date == day]", "per-key rows are compared with other keys' rows"),
+    m("warehouse", W, '"disabled": bool(k.get("disabled"))', '"disabled": False', "a disabled key is stored as enabled"),
+    m("warehouse", W, "sha256=hashlib.sha256(fetched.body).hexdigest()", "sha256=hashlib.sha256(fetched.body[:-1]).hexdigest()", "the stored checksum does not match the raw body"),
+    m("warehouse", W, "query = query.where(archived_days.c.date <= last)", "query = query.where(archived_days.c.date < last)", "the last day of a range is never seen as archived"),
+    m("warehouse", W, "archived_breakdown_days.c.date >= first,", "archived_breakdown_days.c.date > first,", "a breakdown's first window day is refetched forever"),
+    m("warehouse", W, "values(finished_at=now, outcome=outcome, error=error, **counts)", "values(finished_at=now, error=error, **counts)", "a run's outcome is never recorded"),
+    m("warehouse", W, 'vanished = sorted("/".join(k) for k in set(existing) - seen)', "vanished: list[str] = []", "rows the API stopped listing go unreported"),
+    # -- sync: what is fetched, and how a run ends
+    m("sync", S, "if d.isoformat() not in have or d in recent]", "if d.isoformat() not in have and d in recent]", "missing days are fetched only when recent"),
+    m("sync", S, "last - timedelta(days=refetch_days - 1)", "last - timedelta(days=refetch_days)", "one day more than refetch_days is refetched"),
+    m("sync", S, "first = max(first, last - timedelta(days=days - 1))", "first = max(first, last - timedelta(days=days))", "backfill --days N fetches N+1 days"),
+    m("sync", S, "if len(days) == 1:", "if False:", "a single missing day costs the whole window"),
+    m("sync", S, "settings.breakdowns and report.error is None:", "settings.breakdowns:", "breakdowns run after the account-level fetch failed"),
+    m("sync", S, "elif report.archived or any(", "elif report.archived > 1 or any(", "a run with one archived day of many is recorded as failed"),
+    m("sync", S, "return self.error is None and archived >= set(self.planned) and all(b.ok for b in self.breakdowns)",
+      "return self.error is None and archived >= set(self.planned)", "a failed breakdown still counts as a successful sync"),
+    m("sync", S, "return self.error is None and archived >= set(self.planned) and",
+      "return self.error is None and archived >= set(self.planned[1:]) and", "a run that missed its first day counts as ok"),
+    m("sync", S, "if isinstance(exc, SQLAlchemyError):", "if False:", "a database error while writing escapes as a raw exception"),
+    m("sync", S, "wanted = [d.isoformat() for d in days if window[0] <= d <= window[1]]", "wanted = [d.isoformat() for d in days if window[0] < d <= window[1]]", "the first day of the window is never loaded"),
+    m("sync", S, "report.interrupted = isinstance(exc, Interrupted)\n        done", "report.interrupted = False\n        done", "a stopped run is not recorded as interrupted"),
+    m("sync", S, "        report.outcomes.append(outcome)\n        on_day(outcome)", "        report.outcomes.append(outcome)", "per-day progress lines are never printed"),
+    m("sync", S, "    for day in wanted:\n        _check(stop)\n", "    for day in wanted:\n", "a stop request does not stop the run between days"),
+    m("sync", S, "rows = parsed.days.get(day, [])", "rows = parsed.days.get(day, [])[1:]", "the first row of every day is dropped"),
+    # -- query: what reports say
+    m("query", Q, '"month": func.substr(t.c.date, 1, 7),', '"month": func.substr(t.c.date, 1, 6),', "month labels are cut short"),
+    m("query", Q, '"year": func.substr(t.c.date, 1, 4),', '"year": func.substr(t.c.date, 1, 3),', "year labels are cut short"),
+    m("query", Q, '"permaslug": t.c.model_permaslug,', '"permaslug": t.c.model,', "permaslug groups show the model"),
+    m("query", Q, '"cached_tokens": func.coalesce(func.sum(t.c.cached_tokens), 0),', '"cached_tokens": func.coalesce(func.sum(t.c.reasoning_tokens), 0),', "cached_tokens reports reasoning tokens"),
+    m("query", Q, "func.sum(t.c.prompt_tokens + t.c.completion_tokens)", "func.sum(t.c.prompt_tokens + t.c.completion_tokens + t.c.reasoning_tokens)", "total_tokens counts reasoning twice"),
+    m("query", Q, '"prompt_tokens": func.coalesce(func.sum(t.c.prompt_tokens), 0),', '"prompt_tokens": func.coalesce(func.sum(t.c.completion_tokens), 0),', "prompt_tokens reports completion tokens"),
+    m("query", Q, '"byok_usage_inference": func.coalesce(func.sum(t.c.byok_usage_inference), 0.0),', '"byok_usage_inference": func.coalesce(func.sum(t.c.usage), 0.0),', "BYOK spend reports the credit spend"),
+    m("query", Q, '.replace("?", "_")', '.replace("?", "%")', "a ? in a glob matches any number of characters"),
+    m("query", Q, '.replace("_", "\\\\_")', "", "a _ in a glob matches any character"),
+    m("query", Q, 'if "*" in pattern or "?" in pattern:', 'if "*" in pattern:', "a glob with only ? is taken literally"),
+    m("query", Q, "where.append(t.c.date >= spec.since)", "where.append(t.c.date > spec.since)", "--since is exclusive"),
+    m("query", Q, "where.append(t.c.date <= spec.until)", "where.append(t.c.date < spec.until)", "--until is exclusive"),
+    m("query", Q, "if spec.providers:\n        where.append", "if False:\n        where.append", "--provider is ignored"),
+    m("query", Q, "return sorted(rows, key=lambda r: str(r[groups[0]]))", "return sorted(rows, key=lambda r: str(r[groups[0]]), reverse=True)", "time groups come newest first"),
+    m("query", Q, "return sorted(rows, key=lambda r: (str(r[groups[0]]), *by_metric(r)))", "return sorted(rows, key=by_metric)", "two-level time reports are not in chronological blocks"),
+    m("query", Q, "sign = 1 if spec.ascending else -1", "sign = 1", "reports come smallest first"),
+    m("query", Q, "(parse_day(until) - parse_day(since)).days <= 92", "(parse_day(until) - parse_day(since)).days <= 31", "charts of two or three months use monthly bars"),
+    m("query", Q, "(parse_day(until) - parse_day(since)).days <= 92", "(parse_day(until) - parse_day(since)).days < 92", "charts of exactly 92 days use monthly bars"),
+    m("query", Q, "fnmatch.fnmatchcase(name, p)", "name == p", "--key globs match nothing"),
+    m("query", Q, "if counts[name] > 1", "if counts[name] >= 1", "key names always carry their label"),
+    m("query", Q, "keep = set(sorted(ranking, key=lambda k: (-ranking[k], str(k)))[:top])", "keep = set(sorted(ranking, key=lambda k: (ranking[k], str(k)))[:top])", "--top keeps the smallest groups"),
+    # -- status: what the health check says
+    m("status", ST, "pending=[d.isoformat() for d in missing if d >= window_first],", "pending=[d.isoformat() for d in missing if d > window_first],", "the window's first day is listed as lost, not pending"),
+    m("status", ST, "if behind > stale_after_days:", "if behind >= stale_after_days:", "an archive one day behind is called stale"),
+    m("status", ST, "if behind > stale_after_days:", "if behind > stale_after_days + 1:", "an archive two days behind is called fresh"),
+    m("status", ST, "deadline = window_first + timedelta(days=window_margin_days)", "deadline = window_first + timedelta(days=window_margin_days - 1)", "the last at-risk day is not flagged"),
+    m("status", ST, "if date.fromisoformat(d) < deadline)", "if date.fromisoformat(d) <= deadline)", "one day too many is flagged at risk"),
+    m("status", ST, "timedelta(days=WINDOW_DAYS + 1)", "timedelta(days=WINDOW_DAYS)", "the first day that will be lost is a day early"),
+    m("status", ST, "MONEY_TOLERANCE = 1e-6", "MONEY_TOLERANCE = 0.05", "a per-key money difference of one cent is hidden"),
+    m("status", ST, 'CHECKED_METRICS = ("usage", "byok_usage_inference", "requests",', 'CHECKED_METRICS = ("byok_usage_inference", "requests",', "per-key spend is never compared"),
+    m("status", ST, "status.empty_days = sum(1 for _, n in days if n == 0)", "status.empty_days = sum(1 for _, n in days if n <= 1)", "days with one row count as empty"),
+    m("status", ST, 'where(sync_runs.c.outcome == "ok")', 'where(sync_runs.c.outcome != "failed")', "a partial run counts as the last success"),
+    m("status", ST, "select(sync_runs).order_by(sync_runs.c.id.desc())", "select(sync_runs).order_by(sync_runs.c.id)", "the last run shown is the first one"),
+    m("status", ST, "status.first_day = min(d for d, _ in days)", "status.first_day = max(d for d, _ in days)", "the first archived day is wrong"),
+    m("status", ST, 'for breakdown in ("key", "workspace"):', 'for breakdown in ("key",):', "per-workspace sums are never checked"),
+    m("status", ST, "        behind = (yesterday - date.fromisoformat(last_day)).days", "        behind = (today - date.fromisoformat(last_day)).days", "staleness is counted from today"),
+    # -- client: retries and refusals
+    m("client", C, "RETRYABLE_STATUSES = frozenset({408, 429})", "RETRYABLE_STATUSES = frozenset({429})", "a 408 is final"),
+    m("client", C, "policy.initial * policy.multiplier ** (attempt - 1)", "policy.initial * policy.multiplier ** attempt", "the first backoff is already multiplied"),
+    m("client", C, "return min(policy.max_wait, base + rand() * policy.initial)", "return base + rand() * policy.initial", "a wait can exceed backoff_max"),
+    m("client", C, "return max(0.0, min(retry_after, policy.max_wait))", "return max(0.0, retry_after)", "Retry-After can exceed backoff_max"),
+    m("client", C, "if declared and declared.isdigit() and int(declared) > self._max_bytes:", "if declared and declared.isdigit() and int(declared) >= self._max_bytes:", "a body of exactly the limit is refused"),
+    m("client", C, "if size > self._max_bytes:", "if size > self._max_bytes + 1:", "a body one byte over the limit is read"),
+    m("client", C, 'raise InvalidResponseError(f"{what}: response of', 'raise _Retryable(f"{what}: response of', "an oversized body is retried instead of refused"),
+    m("client", C, "return max(0.0, float(reset) / 1000.0 - now())", "return max(0.0, float(reset) - now())", "X-RateLimit-Reset is read as seconds"),
+    m("client", C, "follow_redirects=False", "follow_redirects=True", "the key follows redirects to other hosts"),
+    m("client", C, "if status == 401:", "if status == 4010:", "a 401 is not explained as a bad key"),
+    m("client", C, '"Authorization": f"Bearer {api_key}"', '"Authorization": f"Bearer {api_key} "', "the key is sent mangled"),
+    m("client", C, "            if not data:\n                return keys, pages", "            if len(data) < 2:\n                return keys, pages", "key listing stops at a short page"),
+    # -- db: engine settings and the read-only SQL connection
+    m("db", D, 'cursor.execute("PRAGMA synchronous=FULL")', 'cursor.execute("PRAGMA synchronous=NORMAL")', "a power cut can lose the last committed day"),
+    m("db", D, 'cursor.execute("PRAGMA journal_mode=WAL")', 'cursor.execute("PRAGMA journal_mode=DELETE")', "readers block the writer"),
+    m("db", D, 'cursor.execute("PRAGMA foreign_keys=ON")', 'cursor.execute("PRAGMA foreign_keys=OFF")', "foreign keys are not enforced"),
+    m("db", D, "set_={c: stmt.excluded[c] for c in update}", "set_={c: table.c[c] for c in update}", "an upsert keeps the old values"),
+    m("db", D, "sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE):", "sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE, sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE):", "the authorizer lets writes through"),
+    m("db", D, "sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE):", "sqlite3.SQLITE_FUNCTION):", "a recursive CTE is refused"),
+    m("db", D, "(arg2 is None or arg1 in _PRAGMAS_WITH_ARGUMENT)", "True", "the authorizer lets a pragma be assigned"),
+    m("db", D, '        conn.execute("PRAGMA query_only=ON")\n', "", "the read-only connection is not query_only"),
+    m("db", D, "'-3 days', 'weekday 4'", "'-2 days', 'weekday 4'", "ISO weeks are cut on the wrong day"),
+    m("db", D, "AS INTEGER) - 1) / 7 + 1))", "AS INTEGER)) / 7 + 1))", "ISO week numbers are off by one on some days"),
+    m("db", D, 'if "not authorized" in message or "authorization denied" in message or "readonly" in message:', 'if "readonly" in message:', "an authorizer refusal is reported as an SQL error"),
+    # -- exit codes
+    m("exit codes", "etl/errors.py", "    exit_code = 1\n", "    exit_code = 0\n", "a failed sync exits 0"),
+    m("exit codes", "etl/errors.py", "    exit_code = 2\n", "    exit_code = 1\n", "a configuration error exits 1, not 2"),
+    m("exit codes", "etl/lock.py", "exit_code = 75", "exit_code = 1", "a busy warehouse exits 1, not 75"),
+    m("exit codes", X, "    exit_code = 2\n", "    exit_code = 1\n", "a bad report argument exits 1, not 2"),
+    m("exit codes", D, "    exit_code = 1\n", "    exit_code = 2\n", "a refused SQL statement exits 2, not 1"),
+    m("exit codes", X, "ctx.exit(130)", "ctx.exit(1)", "Ctrl-C exits 1, not 130"),
+    m("exit codes", X, "(run with --debug for details)\"), err=True)\n            ctx.exit(1)", "(run with --debug for details)\"), err=True)\n            ctx.exit(0)", "an unexpected error exits 0"),
+    m("exit codes", X, "    report = _run_and_report(app, \"sync\", _plan_sync, subject_plan=subject_plan)\n    if not report.ok:\n        sys.exit(1)",
+      "    report = _run_and_report(app, \"sync\", _plan_sync, subject_plan=subject_plan)\n    if not report.ok:\n        sys.exit(0)", "sync exits 0 when a day was rejected"),
+    m("exit codes", X, "    report = _run_and_report(app, \"backfill\", lambda _e, _c: plan_backfill(utc_today(), days))\n    if not report.ok:\n        sys.exit(1)",
+      "    report = _run_and_report(app, \"backfill\", lambda _e, _c: plan_backfill(utc_today(), days))\n    if not report.ok:\n        sys.exit(0)", "backfill exits 0 when a day was rejected"),
+    m("exit codes", X, "if check and not report.healthy:\n        sys.exit(1)", "if check and not report.healthy:\n        sys.exit(0)", "status --check exits 0 on a stale archive"),
+    m("exit codes", X, "    if report.error:\n        raise ArchiveError(report.error)", "    if False:\n        raise ArchiveError(report.error)", "a failed request is not reported on stderr"),
+)
+
+# Fast-first test selections: -x stops at the first failure, so a killed mutant is cheap.
+_E2E = "tests/test_sync_cli.py"
+TESTS: dict[str, list[str]] = {
+    "validate": ["tests/test_validate.py", "tests/test_oracle_validate.py", "tests/test_reliability.py::test_hostile_items_are_loaded_exactly_or_rejected", _E2E, "tests/test_oracle_sync.py", "tests/test_breakdowns.py"],
+    "warehouse": ["tests/test_warehouse.py", "tests/test_oracle_warehouse.py", _E2E, "tests/test_oracle_sync.py", "tests/test_breakdowns.py", "tests/test_oracle_status.py"],
+    "sync": ["tests/test_plan.py", "tests/test_oracle_sync.py", _E2E, "tests/test_breakdowns.py", "tests/test_daemon.py"],
+    "query": ["tests/test_report.py", "tests/test_oracle_report.py", "tests/test_breakdowns.py"],
+    "status": ["tests/test_plan.py", "tests/test_oracle_status.py", _E2E, "tests/test_breakdowns.py", "tests/test_daemon.py"],
+    "client": ["tests/test_client.py", "tests/test_oracle_client.py", _E2E, "tests/test_breakdowns.py"],
+    "db": ["tests/test_warehouse.py", "tests/test_oracle_sql.py", "tests/test_report.py", "tests/test_oracle_report.py"],
+    "exit codes": ["tests/test_oracle_exit.py", _E2E, "tests/test_report.py", "tests/test_daemon.py", "tests/test_breakdowns.py"],
+}
+# Slow and beside the point of any mutant here (charts, a 3 s stall, load, big SIGTERM runs).
+DESELECT = [
+    "tests/test_report.py::test_pdf_has_a_summary_page_and_one_page_per_group",
+    "tests/test_report.py::test_png_is_the_chart_alone",
+    "tests/test_sync_cli.py::test_each_transient_fault_is_retried_to_success[slow]",
+    "tests/test_sync_cli.py::test_demo_needs_no_key_and_no_setup",
+    # Timing-sensitive in the original suite (flaky on a loaded machine); no mutant here touches it.
+    "tests/test_breakdowns.py::test_pacer_spaces_request_starts",
+]
+MODULES = list(TESTS)
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    status: str  # killed, survived, timeout, stale, invalid
+    line: int = 0
+    seconds: float = 0.0
+    detail: str = ""
+
+
+def apply(source: str, mutant: Mutant) -> tuple[str, int] | None:
+    """The mutated source and the 1-based line of the change, or None when ``old`` is gone."""
+    start = -1
+    for _ in range(mutant.nth):
+        start = source.find(mutant.old, start + 1)
+        if start < 0:
+            return None
+    return source[:start] + mutant.new + source[start + len(mutant.old) :], source.count("\n", 0, start) + 1
+
+
+def copy_tree(target: Path, tests_from: str | None) -> None:
+    ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".hypothesis", ".pytest_cache", "*.db", "*.db-*", "*.egg-info")
+    shutil.copytree(ROOT, target, ignore=ignore, dirs_exist_ok=True)
+    if tests_from:
+        # Measure the tests as they were at a commit, against today's code.
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", tests_from, "tests", "scripts/reliability_report.py"],
+                                 check=True, capture_output=True).stdout
+        shutil.rmtree(target / "tests")
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(target, filter="data")
+
+
+def environment(tree: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "PYTEST_"))}
+    env["PYTHONPATH"] = str(tree)  # before site-packages: the copy, not the editable install
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # a same-size mutant within a second must not reuse a stale .pyc
+    return env
+
+
+def pytest_command(tree: Path, module: str) -> list[str]:
+    selected = [t for t in TESTS[module] if (tree / t.split("::")[0]).exists()]
+    deselect = [arg for d in DESELECT for arg in ("--deselect", d)]
+    return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+            "--hypothesis-seed=0", *deselect, *selected]
+
+
+def run_tests(tree: Path, module: str, timeout: float, full: bool = False) -> tuple[str, float, str]:
+    shutil.rmtree(tree / ".hypothesis", ignore_errors=True)  # no failing example carried from one mutant to the next
+    started = time.monotonic()
+    try:
+        done = subprocess.run(pytest_command(tree, module), cwd=tree, env=environment(tree), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.monotonic() - started, ""
+    seconds = time.monotonic() - started
+    if done.returncode == 0:
+        return "survived", seconds, ""
+    lines = done.stdout.strip().splitlines()
+    failed = next((line for line in lines if line.startswith(("FAILED", "ERROR"))), lines[-1] if lines else "")
+    return "killed", seconds, failed if not full else "\n".join(lines[-60:] + done.stderr.strip().splitlines()[-20:])
+
+
+def audit(module: str, tests_from: str | None, timeout: float | None, verbose: bool) -> list[Outcome]:
+    mutants = [mu for mu in MUTANTS if mu.module == module]
+    outcomes: list[Outcome] = []
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+        tree = Path(tmp)
+        copy_tree(tree, tests_from)
+        where = subprocess.run([sys.executable, "-c", "import etl; print(etl.__file__)"], cwd=tree, env=environment(tree),
+                               capture_output=True, text=True, check=True).stdout.strip()
+        if not where.startswith(str(tree)):
+            raise SystemExit(f"the copy is not what the tests import ({where}); refusing to go on")
+        status, seconds, detail = run_tests(tree, module, timeout or 1800, full=True)
+        if status != "survived":
+            raise SystemExit(f"{module}: the unmutated tests do not pass ({status}); fix that first:\n{detail}")
+        limit = timeout or max(120.0, 3 * seconds + 30)
+        print(f"{module}: {len(mutants)} mutant(s); the unmutated selection passes in {seconds:.0f}s; timeout {limit:.0f}s", flush=True)
+        for mutant in mutants:
+            path = tree / mutant.path
+            original = path.read_text()
+            applied = apply(original, mutant)
+            if applied is None:
+                outcomes.append(Outcome(mutant, "stale"))
+                continue
+            source, line = applied
+            try:
+                ast.parse(source)
+            except SyntaxError as exc:
+                outcomes.append(Outcome(mutant, "invalid", line, detail=str(exc)))
+                continue
+            path.write_text(source)
+            try:
+                status, seconds, detail = run_tests(tree, module, limit)
+            finally:
+                path.write_text(original)
+            outcome = Outcome(mutant, status, line, seconds, detail)
+            outcomes.append(outcome)
+            if verbose:
+                print(f"  {status:8} {seconds:5.0f}s  {mutant.path}:{line}  {mutant.why}" + (f"  [{detail}]" if detail else ""), flush=True)
+    return outcomes
+
+
+def score(outcomes: list[Outcome]) -> tuple[int, int]:
+    counted = [o for o in outcomes if o.status in ("killed", "survived", "timeout")]
+    return sum(o.status != "survived" for o in counted), len(counted)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--module", action="append", choices=MODULES, help="only this module (repeatable; default: all)")
+    parser.add_argument("--list", action="store_true", help="print the mutants and check they apply; run nothing")
+    parser.add_argument("--tests-from", metavar="REV", help="use tests/ and scripts/reliability_report.py as of this git revision")
+    parser.add_argument("--timeout", type=float, help="seconds per mutant (default: 3 x the unmutated run + 30 s, at least 120 s)")
+    parser.add_argument("--threshold", type=float, default=90.0, help="minimum score per module, in percent")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no line per mutant while running")
+    args = parser.parse_args()
+    modules = args.module or MODULES
+
+    if args.list:
+        for module in modules:
+            for mutant in (mu for mu in MUTANTS if mu.module == module):
+                applied = apply((ROOT / mutant.path).read_text(), mutant)
+                where = f"{mutant.path}:{applied[1]}" if applied else f"{mutant.path}: STALE (text not found)"
+                print(f"{module:10}  {where:24}  {mutant.why}")
+        return 0
+
+    results = {module: audit(module, args.tests_from, args.timeout, not args.quiet) for module in modules}
+    print()
+    print(f"{'module':12} {'killed':>7} {'of':>4} {'score':>7}")
+    ok = True
+    for module, outcomes in results.items():
+        killed, counted = score(outcomes)
+        pct = 100.0 * killed / counted if counted else 100.0
+        ok = ok and pct >= args.threshold
+        extra = ", ".join(f"{sum(o.status == s for o in outcomes)} {s}" for s in ("stale", "invalid") if any(o.status == s for o in outcomes))
+        print(f"{module:12} {killed:7} {counted:4} {pct:6.1f}%" + (f"  ({extra})" if extra else ""))
+    killed = sum(score(o)[0] for o in results.values())
+    counted = sum(score(o)[1] for o in results.values())
+    print(f"{'all':12} {killed:7} {counted:4} {100.0 * killed / max(counted, 1):6.1f}%")
+    survivors = [o for outcomes in results.values() for o in outcomes if o.status in ("survived", "stale", "invalid")]
+    if survivors:
+        print("\nsurvivors (and mutants that no longer apply):")
+        for o in survivors:
+            print(f"  {o.status:8} {o.mutant.module:10} {o.mutant.path}:{o.line or '?'}  {o.mutant.why}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
