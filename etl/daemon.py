@@ -55,9 +55,47 @@ log = logging.getLogger("etl.daemon")
 SYNC_JOB, RETRY_JOB, CREDITS_JOB, ALERTS_JOB = "sync", "sync-retry", "credits", "alerts"
 
 
+_CRON_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")  # cron: 0 and 7 are Sunday
+
+
+def cron_weekdays(field: str) -> str:
+    """A crontab day-of-week field in APScheduler's terms (pure).
+
+    APScheduler 3 numbers weekdays from Monday = 0, and ``CronTrigger.from_crontab`` does not
+    translate, so cron's ``2`` (Tuesday) would run on Wednesdays. Numbers, ranges and steps
+    become explicit day names; names and ``*`` pass through.
+    """
+    parts = []
+    for part in field.split(","):
+        spec, _, step_text = part.partition("/")
+        step = int(step_text) if step_text.isdigit() else 1
+        if spec == "*" and not step_text:
+            parts.append("*")
+            continue
+        if spec == "*":
+            first, last = 0, 6
+        elif "-" in spec and all(x.isdigit() for x in spec.split("-", 1)):
+            first, last = (int(x) for x in spec.split("-", 1))
+        elif spec.isdigit():
+            first = last = int(spec)
+        else:
+            parts.append(part)  # names ("mon-fri") mean the same to both
+            continue
+        if not 0 <= first <= last <= 7:
+            raise ValueError(f"day of week {part!r} is outside 0-7")
+        parts.append(",".join(dict.fromkeys(_CRON_WEEKDAYS[d] for d in range(first, last + 1, step))))
+    return ",".join(parts)
+
+
 def cron_trigger(expression: str, setting: str, source: str) -> CronTrigger:
     try:
-        trigger = CronTrigger.from_crontab(expression, timezone=timezone.utc)
+        fields = expression.split()
+        if len(fields) != 5:
+            raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
+        minute, hour, day, month, weekday = fields
+        trigger = CronTrigger(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=cron_weekdays(weekday), timezone=timezone.utc
+        )
     except ValueError as exc:
         raise ConfigError(f"{source}: [schedule] {setting}: not a valid cron expression {expression!r} ({exc})") from None
     if trigger.get_next_fire_time(None, _now()) is None:  # e.g. "30 0 31 2 *", February 31st

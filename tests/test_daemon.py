@@ -134,12 +134,28 @@ def test_credits_job_on_its_own_schedule(api, start_daemon, warehouse_url):
     assert query(warehouse_url, "SELECT count(*) FROM credits_snapshots") == [(1,)]
 
 
-@pytest.mark.xfail(strict=True, reason="product bug (etl/daemon.py, not this branch's scope): APScheduler 3's "
-                   "CronTrigger.from_crontab numbers weekdays from Monday=0, so cron's '2' (Tuesday) runs on Wednesdays "
-                   "and '0' (Sunday) on Mondays")
+# Was a product bug: APScheduler 3's CronTrigger.from_crontab numbers weekdays from Monday = 0,
+# so cron's '2' (Tuesday) ran on Wednesdays and '0' (Sunday) on Mondays.
 def test_a_cron_day_of_week_means_what_cron_says(api, start_daemon):
     daemon, _ = start_daemon(credits_cron="17 3 * * 2")  # cron: Tuesdays
     assert daemon.scheduler.get_job("credits").next_run_time.strftime("%A") == "Tuesday"
+
+
+@pytest.mark.parametrize(
+    ("field", "days"),
+    [("2", {"Tuesday"}), ("0", {"Sunday"}), ("7", {"Sunday"}), ("1-5", {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}),
+     ("*/2", {"Sunday", "Tuesday", "Thursday", "Saturday"}), ("0,6", {"Sunday", "Saturday"}), ("mon", {"Monday"}), ("*", None)],
+)
+def test_cron_weekdays_fire_on_the_days_cron_means(field, days):
+    from etl.daemon import cron_trigger
+
+    trigger = cron_trigger(f"0 12 * * {field}", "sync_cron", "test")
+    moment, seen = datetime(2026, 11, 30, tzinfo=timezone.utc), set()  # a Monday
+    for _ in range(14):
+        moment = trigger.get_next_fire_time(None, moment)
+        seen.add(moment.strftime("%A"))
+        moment += timedelta(minutes=1)
+    assert seen == (days or {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"})
 
 
 def test_bad_cron_expression_is_a_config_error(cli_env, run, tmp_path):
