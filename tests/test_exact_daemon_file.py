@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import reliability_report as rr  # noqa: E402
 
 
-def wait_for(condition, timeout=30.0, interval=0.02):
+def wait_for(condition, timeout=120.0, interval=0.02):  # generous: a loaded machine is slow, not wrong
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
