@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, String, Table, create_engine, event
+from sqlalchemy import Boolean, Connection, String, Table, create_engine, event, literal
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.compiler import compiles
@@ -269,6 +269,37 @@ def _iso_week_sqlite(element: iso_week, compiler: Any, **kw: Any) -> str:
 def _iso_week_postgresql(element: iso_week, compiler: Any, **kw: Any) -> str:
     (day,) = element.clauses
     return f"to_char(CAST({compiler.process(day, **kw)} AS DATE), 'IYYY-\"W\"IW')"
+
+
+class glob_match(FunctionElement[bool]):
+    """``column`` matches the glob ``pattern`` (``*`` any run, ``?`` one character), case-sensitively.
+
+    SQLite's LIKE ignores ASCII case and PostgreSQL's does not, so a LIKE-based filter gave
+    different reports on the two warehouses (and the analytics history, filtered with
+    ``fnmatch.fnmatchcase``, a third answer): SQLite gets GLOB, PostgreSQL an escaped LIKE.
+    Every other character, ``[``, ``%`` and ``_`` included, matches only itself.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+    name = "glob_match"
+
+    def __init__(self, column: Any, pattern: str) -> None:
+        glob = pattern.replace("[", "[[]")
+        like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
+        super().__init__(column, literal(glob, String()), literal(like, String()))
+
+
+@compiles(glob_match, "sqlite")
+def _glob_match_sqlite(element: glob_match, compiler: Any, **kw: Any) -> str:
+    column, glob, _like = element.clauses
+    return f"({compiler.process(column, **kw)} GLOB {compiler.process(glob, **kw)})"
+
+
+@compiles(glob_match)
+def _glob_match_default(element: glob_match, compiler: Any, **kw: Any) -> str:
+    column, _glob, like = element.clauses
+    return f"({compiler.process(column, **kw)} LIKE {compiler.process(like, **kw)} ESCAPE '\\')"
 
 
 # -- read-only SQL -----------------------------------------------------------------------
