@@ -22,6 +22,8 @@ from etl.metrics import choices as metric_choices
 from etl.metrics import resolve as resolve_metric
 
 if TYPE_CHECKING:
+    import threading
+
     from sqlalchemy import Engine
 
     from etl.client import OpenRouterClient
@@ -69,10 +71,10 @@ class App:
         return engine
 
     @contextmanager
-    def writer_lock(self) -> Iterator[Path | str]:
+    def writer_lock(self, stop: threading.Event | None = None) -> Iterator[Path | str]:
         from etl.lock import writer_lock
 
-        with writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds) as path:
+        with writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds, stop=stop) as path:
             self._locks_held += 1
             try:
                 yield path
@@ -530,9 +532,11 @@ def run(app: App, interval_seconds: float | None) -> None:
     exit 0. One log line per run on stderr (--log-format json for log collectors).
     """
     import logging
+    import signal
     import threading
 
     from etl.daemon import Daemon, cron_trigger
+    from etl.errors import Interrupted
     from etl.logs import setup_logging
 
     schedule = app.config.schedule  # a schedule that cannot work is refused before anything else
@@ -547,8 +551,18 @@ def run(app: App, interval_seconds: float | None) -> None:
         trigger = IntervalTrigger(seconds=interval_seconds)
     stop = threading.Event()
     with app.client(stop=stop) as client:
-        with app.writer_lock():  # the first migration; then the daemon locks each job
-            engine = app.engine()
+        # A SIGTERM while the first migration waits for another writer's lock stops the
+        # daemon cleanly (exit 0), as one during a run does.
+        previous = {sig: signal.signal(sig, lambda _signum, _frame: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with app.writer_lock(stop=stop):  # the first migration; then the daemon locks each job
+                engine = app.engine()
+        except Interrupted:
+            logging.getLogger("etl.daemon").info("daemon stopped before its first run: a stop came while waiting for the writer lock", extra={"event": "stopped"})
+            return
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         daemon = Daemon.build(app.config, engine, client, stop, sync_trigger=trigger)
         daemon.run_forever()
     daemon.engine.dispose()  # the daemon may have reopened it
