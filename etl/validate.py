@@ -24,12 +24,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from etl.errors import InvalidResponseError
-from etl.schema import ACTIVITY_ATTRIBUTES, ACTIVITY_METRICS
+from etl.fetched import ROW_COLUMNS
 
 MAX_COUNT = 2**63 - 1  # what a 64-bit integer column holds
 _DATE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ T]00:00:00(?:\.0+)?(?:Z|\+00:00)?)?$")
-
-ROW_COLUMNS = ("date", "endpoint_id", *ACTIVITY_ATTRIBUTES, *ACTIVITY_METRICS)
 
 
 def normalize_date(value: object) -> str:
