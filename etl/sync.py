@@ -181,9 +181,9 @@ def run_sync(
         # Days already committed stay; the day being written rolled back.
         report.interrupted = isinstance(exc, KeyboardInterrupt)
         report.error = "interrupted (Ctrl-C)" if report.interrupted else f"unexpected {type(exc).__name__}: {exc}"
-        _finish(engine, report, started, now)
+        _finish(ctx, report, started)
         raise
-    _finish(engine, report, started, now)
+    _finish(ctx, report, started)
     return report
 
 
@@ -343,7 +343,8 @@ def _window_details(report: SyncReport) -> dict[str, object] | None:
     return {"served": [d.isoformat() for d in span] if span else None, "gone": gone, "not_served": not_served}
 
 
-def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[], datetime]) -> None:
+def _finish(ctx: RunContext, report: SyncReport, started: float) -> None:
+    engine = ctx.engine
     report.seconds = time.monotonic() - started
     failed = [o for o in report.outcomes if o.status not in ("archived", "not_served")]
     if report.ok:
@@ -362,7 +363,7 @@ def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[]
         warehouse.finish_run(
             engine,
             report.run_id,
-            now=now(),
+            now=ctx.now(),
             outcome=outcome,
             error=error,
             days_requested=len(report.planned),
