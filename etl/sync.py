@@ -38,8 +38,8 @@ from etl import warehouse
 from etl.analytics import AnalyticsResult
 from etl.breakdowns import BreakdownResult, details_json, run_breakdowns
 from etl.client import OpenRouterClient
-from etl.context import RunContext, plan_requests
 from etl.config import SyncConfig
+from etl.context import RunContext, plan_requests
 from etl.db import describe_failure
 from etl.edges import Moment, WindowEvidence
 from etl.errors import ArchiveError, BadRequestError, Interrupted, WarehouseError
