@@ -482,43 +482,21 @@ def demo(app: App, db_path: str | None) -> None:
 
 def _refuse_unless_demo(path: Path) -> None:
     """`demo` writes simulated data: only into a new file or a warehouse only demos wrote."""
-    from sqlalchemy import func, inspect, select, table
-    from sqlalchemy.exc import SQLAlchemyError
-
     from etl.db import open_engine
-    from etl.schema import metadata, sync_runs
+    from etl.warehouse import demo_refusal
 
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         return
-
-    def refuse(why: str) -> BadArgument:
-        return BadArgument(f"refused: {path} {why}; `demo --db` writes simulated data, so only into a new file "
-                           "or an earlier demo warehouse: give it another path")
-
-    if not path.is_file():
-        raise refuse("is not a file")
-    engine = open_engine(f"sqlite:///{path}", read_only=True)
-    try:
-        with engine.connect() as conn:
-            tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
-            foreign = sorted(tables - set(metadata.tables))
-            if foreign:
-                raise refuse(f"holds tables openrouter-archive does not make ({', '.join(foreign[:3])})")
-            demo_runs = other_runs = 0
-            if "sync_runs" in tables:
-                is_demo = sync_runs.c.trigger == "demo"
-                demo_runs = conn.execute(select(func.count()).where(is_demo)).scalar_one()
-                other_runs = conn.execute(select(func.count()).where(~is_demo)).scalar_one()
-            if other_runs:
-                raise refuse(f"is a real archive ({other_runs} run(s) of sync, backfill or the daemon)")
-            holding = sorted(t for t in tables - {"sync_runs"} if conn.execute(select(1).select_from(table(t)).limit(1)).first())
-            if "credits_snapshots" in holding or (holding and not demo_runs):
-                raise refuse(f"holds data no demo run wrote ({', '.join(holding[:3])})")
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).split("\n")[0]
-        raise refuse(f"is not a warehouse ({reason})") from None
-    finally:
-        engine.dispose()
+    why = "is not a file" if not path.is_file() else None
+    if why is None:
+        engine = open_engine(f"sqlite:///{path}", read_only=True)
+        try:
+            why = demo_refusal(engine)
+        finally:
+            engine.dispose()
+    if why is not None:
+        raise BadArgument(f"refused: {path} {why}; `demo --db` writes simulated data, so only into a new file "
+                          "or an earlier demo warehouse: give it another path")
 
 
 @cli.command()

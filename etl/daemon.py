@@ -44,7 +44,7 @@ from sqlalchemy import Engine
 from etl import migrate, warehouse
 from etl.client import OpenRouterClient
 from etl.config import Config
-from etl.db import describe_failure, file_identity, is_operational_failure, run_outside_transaction, sqlite_path
+from etl.db import checkpoint_wal, describe_failure, file_identity, is_operational_failure, sqlite_path
 from etl.errors import ArchiveError, ConfigError, Interrupted, SyncFailed
 from etl.lock import writer_lock
 from etl.sync import SyncReport, pending_days, run_sync, sync_subject_plan
@@ -289,7 +289,7 @@ class Daemon:
         if getattr(pool, "checkedin", lambda: 0)() > 0:  # a new connection would open the new file
             try:
                 with self.engine.connect() as conn:
-                    run_outside_transaction(conn, "PRAGMA wal_checkpoint(TRUNCATE)")
+                    checkpoint_wal(conn)
             except Exception as exc:  # best effort: the old file is no longer the warehouse
                 log.debug("checkpoint of the replaced warehouse file failed: %s", exc)
         self.engine.dispose()
