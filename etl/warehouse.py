@@ -12,6 +12,7 @@ day is committed whole or not at all.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -298,8 +299,11 @@ def read_raw(conn: Connection, raw_id: int) -> bytes:
     rows = conn.execute(query).all()
     if not rows:
         raise WarehouseError(f"raw response #{raw_id} is not in the warehouse")
-    body = rawstore.join((r.encoding, r.data) for r in rows)
-    if rawstore.digest(body) != rows[0].sha256:
+    try:
+        body = rawstore.join((r.encoding, r.data) for r in rows)
+    except (OSError, EOFError, ValueError, zlib.error):
+        body = None
+    if body is None or rawstore.digest(body) != rows[0].sha256:
         raise WarehouseError(f"raw response #{raw_id}: the stored body does not match its SHA-256 (the warehouse is damaged)")
     return body
 

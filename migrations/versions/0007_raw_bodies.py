@@ -11,7 +11,7 @@ stream, as ``raw_responses.body`` did.
 
 The upgrade moves every stored body into the new tables, deduplicated, and drops the
 ``body``, ``encoding`` and ``body_bytes`` columns; a body that cannot be decompressed is
-kept as it was stored, as one piece under the checksum its fetch recorded. The downgrade
+kept exactly as it was stored, as one piece (reading it says it is damaged). The downgrade
 puts every body back in its fetch's row (the pieces' gzip members, concatenated: one
 valid gzip stream), exactly. Both run in the one transaction of the upgrade (etl/migrate.py).
 
@@ -101,10 +101,10 @@ def upgrade() -> None:
     op.add_column("raw_responses", sa.Column("raw_body_id", sa.Integer()))
     ids = conn.execute(sa.text("SELECT id FROM raw_responses ORDER BY id")).scalars().all()
     for raw_id in ids:  # one body in memory at a time
-        encoding, stored, recorded = conn.execute(
-            sa.text("SELECT encoding, body, sha256 FROM raw_responses WHERE id = :id"), {"id": raw_id}
+        encoding, stored, size = conn.execute(
+            sa.text("SELECT encoding, body, body_bytes FROM raw_responses WHERE id = :id"), {"id": raw_id}
         ).one()
-        body_id = _store(conn, encoding, bytes(stored), recorded)
+        body_id = _store(conn, encoding, bytes(stored), int(size))
         conn.execute(sa.text("UPDATE raw_responses SET raw_body_id = :b WHERE id = :id"), {"b": body_id, "id": raw_id})
     with op.batch_alter_table("raw_responses") as batch:
         batch.alter_column("raw_body_id", existing_type=sa.Integer(), nullable=False)
@@ -115,15 +115,18 @@ def upgrade() -> None:
     op.execute(f"CREATE VIEW {VIEW} AS {VIEW_SQL[conn.dialect.name]}")
 
 
-def _store(conn: sa.Connection, encoding: str, stored: bytes, recorded: str) -> int:
+def _store(conn: sa.Connection, encoding: str, stored: bytes, recorded_size: int) -> int:
     """The raw_bodies id for one old row's body, storing what is not stored yet."""
     try:
         body = gzip.decompress(stored) if encoding == "gzip" else stored
     except (OSError, EOFError, zlib.error):
         body = None
-    if body is None:  # damaged: kept as stored, one piece, under the checksum its fetch recorded
-        sha, pieces = recorded, [(hashlib.sha256(stored).hexdigest(), encoding, stored, len(stored))]
-        size = len(stored)
+    if body is None:
+        # Damaged: kept as stored, one piece, keyed by the stored bytes (never by the checksum
+        # its fetch recorded, which a good copy fetched later must not find taken).
+        sha = hashlib.sha256(stored).hexdigest()
+        pieces = [(sha, encoding, stored, len(stored))]
+        size = recorded_size
     else:
         sha, size = rawstore.digest(body), len(body)
         parts = rawstore.split(body)
