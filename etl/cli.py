@@ -754,7 +754,7 @@ def sql(app: App, query: str, fmt: str, output: str | None) -> None:
 
     Anything that would change the archive, attach a database or set a pragma is refused.
     Views for common questions: daily_spend, monthly_spend, monthly_spend_by_model,
-    spend_by_provider.
+    spend_by_provider; raw_response_bodies gives each raw answer's body (gzip).
     """
     from etl import export
     from etl.db import run_read_only

@@ -31,7 +31,11 @@ BATCH_ROWS = 2_000
 MONEY_TOLERANCE = 1e-6  # USD: the same floats summed in another order
 # What a surrogate id names, for the check that the target is the same archive. Other
 # tables with a surrogate id never change once written: every column must agree.
-_IDENTITY = {"sync_runs": ("started_at", "trigger"), "raw_responses": ("fetched_at", "sha256")}
+_IDENTITY = {
+    "sync_runs": ("started_at", "trigger"), "raw_responses": ("fetched_at", "sha256"),
+    # Content-addressed: the same id must name the same content.
+    "raw_bodies": ("sha256",), "raw_chunks": ("sha256",),
+}
 
 
 @dataclass

@@ -308,6 +308,19 @@ def _upsert(name: str, table: Table, keys: tuple[str, ...], update: tuple[str, .
     return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in update})
 
 
+def insert_missing(engine_or_dialect: Engine | str, table: Table, keys: Sequence[str]) -> Insert:
+    """``INSERT … ON CONFLICT (keys) DO NOTHING`` for the dialect: content-addressed rows
+    (etl/rawstore.py) are written once, whoever writes them first."""
+    name = engine_or_dialect if isinstance(engine_or_dialect, str) else engine_or_dialect.dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]  # same on_conflict API
+    else:
+        raise WarehouseError(f"upsert is not supported on {name}; use SQLite or PostgreSQL")
+    return insert(table).on_conflict_do_nothing(index_elements=list(keys))
+
+
 def sqlite_path(engine: Engine) -> Path | None:
     """The file behind a SQLite engine, or None (another engine, or in memory)."""
     if engine.dialect.name != "sqlite":

@@ -49,7 +49,7 @@ def _alembic_config():  # type: ignore[no-untyped-def]
 # The newest revision in migrations/versions. Knowing it without loading Alembic keeps
 # every command on an up-to-date warehouse fast; tests/test_warehouse.py checks that it
 # matches the scripts.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 
 def head_revision() -> str:
@@ -136,8 +136,8 @@ def _run(direction: str, engine: Engine, revision: str) -> None:
         raise WarehouseError(f"migration failed, the warehouse is unchanged: {describe_failure(exc, str(engine.url))}") from None
 
 
-# The views revision 0002 creates; views are not part of etl.schema's metadata.
-_VIEWS = ("daily_spend", "monthly_spend", "monthly_spend_by_model", "spend_by_provider")
+# The views revisions 0002 and 0007 create; views are not part of etl.schema's metadata.
+_VIEWS = ("daily_spend", "monthly_spend", "monthly_spend_by_model", "spend_by_provider", "raw_response_bodies")
 
 
 def _clear_interrupted_first_run(conn: Connection) -> None:

@@ -102,6 +102,41 @@ sync_runs = Table(
     Column("details", Text),  # JSON: per-breakdown counts (keys, key-days, requests, errors)
 )
 
+# Raw answers are content-addressed (migration 0007, etl/rawstore.py): one row per fetch in
+# raw_responses, naming its body; one row per distinct body (SHA-256 of the exact bytes) in
+# raw_bodies; the body as an ordered list of pieces (raw_body_chunks), each distinct piece
+# stored once, compressed, in raw_chunks. The raw_response_bodies view joins them back
+# into the old shape: a fetch with its whole body as one gzip stream.
+raw_chunks = Table(
+    "raw_chunks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sha256", String(64), nullable=False),  # of the uncompressed piece
+    Column("encoding", String(20), nullable=False),  # compression of data: gzip (one member)
+    Column("data", LargeBinary, nullable=False),
+    Column("data_bytes", BigInteger, nullable=False),  # size before compression
+    UniqueConstraint("sha256", name="uq_raw_chunks_sha256"),
+)
+
+raw_bodies = Table(
+    "raw_bodies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sha256", String(64), nullable=False),  # of the uncompressed body
+    Column("body_bytes", BigInteger, nullable=False),  # size before compression
+    Column("chunk_count", Integer, nullable=False),
+    UniqueConstraint("sha256", name="uq_raw_bodies_sha256"),
+)
+
+raw_body_chunks = Table(
+    "raw_body_chunks",
+    metadata,
+    Column("body_id", Integer, ForeignKey("raw_bodies.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # 0, 1, ...: the pieces' order
+    Column("chunk_id", Integer, ForeignKey("raw_chunks.id"), nullable=False),
+    sqlite_with_rowid=False,  # a few integers a row: no second copy in a rowid table
+)
+
 raw_responses = Table(
     "raw_responses",
     metadata,
@@ -112,10 +147,8 @@ raw_responses = Table(
     Column("params", Text, nullable=False),  # JSON object of the query parameters
     Column("status", Integer, nullable=False),
     Column("content_type", String(200), nullable=False),
-    Column("encoding", String(20), nullable=False),  # compression of body: gzip
-    Column("body", LargeBinary, nullable=False),
-    Column("body_bytes", BigInteger, nullable=False),  # size before compression
     Column("sha256", String(64), nullable=False),  # of the uncompressed body
+    Column("raw_body_id", Integer, ForeignKey("raw_bodies.id"), nullable=False),
 )
 
 activity = Table(

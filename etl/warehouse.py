@@ -11,9 +11,8 @@ day is committed whole or not at all.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
-from etl.db import upsert
+from etl import rawstore
+from etl.db import insert_missing, upsert
+from etl.errors import WarehouseError
 from etl.fetched import Fetched
 from etl.logs import redact
 from etl.schema import (
@@ -35,6 +36,9 @@ from etl.schema import (
     archived_breakdown_days,
     archived_days,
     credits_snapshots,
+    raw_bodies,
+    raw_body_chunks,
+    raw_chunks,
     raw_responses,
     sync_runs,
 )
@@ -228,7 +232,15 @@ def archived_breakdown_dates(conn: Connection, breakdown: str, subject: str, fir
 
 
 def store_raw(conn: Connection, fetched: Fetched, run_id: int | None) -> int:
-    """Keep the exact bytes OpenRouter sent, compressed, so any day can be re-derived."""
+    """Keep the exact bytes OpenRouter sent, so any day can be re-derived; the fetch's id.
+
+    Content-addressed (etl/rawstore.py): a body already stored (the same SHA-256) is only
+    referenced again; a new one is stored as its pieces, each piece compressed and stored
+    once whichever body it belongs to.
+    """
+    body = fetched.body
+    sha = rawstore.digest(body)
+    body_id = store_body(conn, body, sha)
     result = conn.execute(
         raw_responses.insert().values(
             run_id=run_id,
@@ -237,18 +249,65 @@ def store_raw(conn: Connection, fetched: Fetched, run_id: int | None) -> int:
             params=json.dumps(fetched.params, sort_keys=True),
             status=fetched.status,
             content_type=fetched.content_type[:200],
-            encoding="gzip",
-            body=gzip.compress(fetched.body, compresslevel=6, mtime=0),
-            body_bytes=len(fetched.body),
-            sha256=hashlib.sha256(fetched.body).hexdigest(),
+            sha256=sha,
+            raw_body_id=body_id,
         )
     )
     return _inserted_id(result)
 
 
+def store_body(conn: Connection, body: bytes, sha: str | None = None) -> int:
+    """The ``raw_bodies`` id of ``body``, storing it (and the pieces not yet stored) if new."""
+    sha = sha or rawstore.digest(body)
+    found = conn.execute(select(raw_bodies.c.id).where(raw_bodies.c.sha256 == sha)).scalar()
+    if found is not None:
+        return int(found)
+    pieces = rawstore.split(body)
+    keys = [rawstore.digest(p) for p in pieces]
+    ids = _chunk_ids(conn, set(keys))
+    new = {k: p for k, p in zip(keys, pieces) if k not in ids}
+    if new:
+        rows = [
+            {"sha256": k, "encoding": rawstore.ENCODING, "data": rawstore.compress(p), "data_bytes": len(p)}
+            for k, p in new.items()
+        ]
+        conn.execute(insert_missing(conn.engine, raw_chunks, ("sha256",)), rows)
+        ids.update(_chunk_ids(conn, set(new)))
+    conn.execute(
+        insert_missing(conn.engine, raw_bodies, ("sha256",)),
+        {"sha256": sha, "body_bytes": len(body), "chunk_count": len(pieces)},
+    )
+    body_id = int(conn.execute(select(raw_bodies.c.id).where(raw_bodies.c.sha256 == sha)).scalar_one())
+    if conn.execute(select(raw_body_chunks.c.seq).where(raw_body_chunks.c.body_id == body_id).limit(1)).first() is None:
+        conn.execute(raw_body_chunks.insert(), [{"body_id": body_id, "seq": i, "chunk_id": ids[k]} for i, k in enumerate(keys)])
+    return body_id
+
+
+def _chunk_ids(conn: Connection, keys: set[str]) -> dict[str, int]:
+    if not keys:
+        return {}
+    query = select(raw_chunks.c.sha256, raw_chunks.c.id).where(raw_chunks.c.sha256.in_(sorted(keys)))
+    return {sha: int(i) for sha, i in conn.execute(query)}
+
+
 def read_raw(conn: Connection, raw_id: int) -> bytes:
-    row = conn.execute(select(raw_responses.c.encoding, raw_responses.c.body).where(raw_responses.c.id == raw_id)).one()
-    return gzip.decompress(row.body) if row.encoding == "gzip" else bytes(row.body)
+    """The exact body of fetch ``raw_id``, checked against its SHA-256."""
+    query = (
+        select(raw_bodies.c.sha256, raw_chunks.c.encoding, raw_chunks.c.data)
+        .select_from(raw_responses.join(raw_bodies).join(raw_body_chunks).join(raw_chunks))
+        .where(raw_responses.c.id == raw_id)
+        .order_by(raw_body_chunks.c.seq)
+    )
+    rows = conn.execute(query).all()
+    if not rows:
+        raise WarehouseError(f"raw response #{raw_id} is not in the warehouse")
+    try:
+        body = rawstore.join((r.encoding, r.data) for r in rows)
+    except (OSError, EOFError, ValueError, zlib.error):
+        body = None
+    if body is None or rawstore.digest(body) != rows[0].sha256:
+        raise WarehouseError(f"raw response #{raw_id}: the stored body does not match its SHA-256 (the warehouse is damaged)")
+    return body
 
 
 def save_credits(conn: Connection, total_credits: float, total_usage: float, fetched_at: datetime, raw_response_id: int | None) -> None:

@@ -1334,7 +1334,7 @@ def _served_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
     import gzip
 
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        (body,) = conn.execute("SELECT body FROM raw_responses WHERE endpoint = 'activity' ORDER BY id DESC LIMIT 1").fetchone()
+        (body,) = conn.execute("SELECT body FROM raw_response_bodies WHERE endpoint = 'activity' ORDER BY id DESC LIMIT 1").fetchone()
     days: dict[str, list[tuple[Any, ...]]] = {}
     for item in json.loads(gzip.decompress(body))["data"]:
         row = _expected_row(item)

@@ -8,6 +8,8 @@ real CLI against the stand-in over loopback, real SQLite files, real migrations.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import math
 import sys
@@ -19,7 +21,6 @@ from sqlalchemy import text
 
 from conftest import query
 from etl import migrate, warehouse
-from etl.client import Fetched
 from etl.db import open_engine
 from etl.standin import Dataset, Fault, StandIn
 from etl.validate import parse_activity
@@ -332,7 +333,13 @@ def test_row_count_follows_a_refetch_that_changes_the_row_count(engine):
 
 
 def _raw(conn, content: bytes, run_id: int) -> int:
-    return warehouse.store_raw(conn, Fetched("/activity", {}, 200, "application/json", content, None, NOW), run_id)
+    """A raw response as versions before revision 0007 stored it: the gzip body in its row."""
+    result = conn.execute(
+        text("INSERT INTO raw_responses (run_id, fetched_at, endpoint, params, status, content_type, encoding, body, body_bytes, sha256) "
+             "VALUES (:run, '2026-11-21 00:30:00.000000', '/activity', '{}', 200, 'application/json', 'gzip', :body, :n, :sha)"),
+        {"run": run_id, "body": gzip.compress(content, mtime=0), "n": len(content), "sha": hashlib.sha256(content).hexdigest()},
+    )
+    return result.lastrowid
 
 
 def _insert(conn, table: str, row: dict) -> None:

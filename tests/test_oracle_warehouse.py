@@ -79,7 +79,7 @@ def test_raw_responses_carry_a_checksum_of_the_exact_bytes(engine, plain):
     fetched = Fetched("activity", {"date": DAY}, 200, "application/json", body, None, T1)
     with engine.begin() as conn:
         warehouse.store_raw(conn, fetched, None)
-    ((stored, size, digest, params, endpoint),) = plain("SELECT body, body_bytes, sha256, params, endpoint FROM raw_responses")
+    ((stored, size, digest, params, endpoint),) = plain("SELECT body, body_bytes, sha256, params, endpoint FROM raw_response_bodies")
     assert gzip.decompress(stored) == body
     assert (size, digest) == (len(body), hashlib.sha256(body).hexdigest())
     assert (json.loads(params), endpoint) == ({"date": DAY}, "activity")

@@ -68,7 +68,7 @@ def test_raw_responses_keep_every_byte(cli_env, run, warehouse_url):
     import gzip
 
     assert run("backfill").exit_code == 0
-    ((body, size),) = query(warehouse_url, "SELECT body, body_bytes FROM raw_responses")
+    ((body, size),) = query(warehouse_url, "SELECT body, body_bytes FROM raw_response_bodies")
     document = json.loads(gzip.decompress(body))
     assert len(gzip.decompress(body)) == size
     assert any("cached_tokens" in item for item in document["data"])  # fields beyond the spec are kept

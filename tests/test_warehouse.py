@@ -153,5 +153,5 @@ def test_raw_response_round_trips_compressed(engine):
         raw_id = warehouse.store_raw(conn, fetched, None)
     with engine.connect() as conn:
         assert warehouse.read_raw(conn, raw_id) == body
-        stored = conn.execute(text("SELECT length(body), body_bytes FROM raw_responses")).one()
+        stored = conn.execute(text("SELECT length(body), body_bytes FROM raw_response_bodies")).one()
         assert stored[0] < stored[1] / 5

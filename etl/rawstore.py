@@ -1,0 +1,102 @@
+"""How a raw answer is cut into content-addressed pieces, and put back together (pure).
+
+Every answer OpenRouter sends is kept byte for byte, but a year of daily syncs must not
+keep a year of near-copies: each sync's ``GET /activity`` answer is the whole 30-day
+window, which shares 29 days with yesterday's. So an answer is stored once per distinct
+body (its SHA-256), and the body itself as a list of pieces, each stored once per distinct
+content (its own SHA-256): the items of one day are one piece wherever that day sits in
+the window, so a daily sync adds one new day's piece, not another 30 days.
+
+The cut is a pure function of the bytes: at every place where the ``"date"`` of the
+items changes, the separator between two days' items (``,``) becomes a piece of its own,
+and so do the answer's opening (``{"data":[``) and closing (``]}``). The pieces are
+slices at increasing offsets, so their concatenation is the body exactly, whatever the
+bytes; where the cut does not fit (no dates, dates not grouped together, a small body)
+the body is one piece. The cut only decides how much is shared, never what is kept.
+
+Each piece is compressed as its own gzip member (``mtime=0``, so identical pieces
+compress identically), and concatenated gzip members are one valid gzip stream (RFC 1952
+§2.2): the pieces of a body, joined in order, are a gzip file of the whole answer, which
+``gunzip`` or ``gzip.decompress`` read as such. That is what the ``raw_response_bodies``
+view returns.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from collections.abc import Iterable
+
+ENCODING = "gzip"
+# Level 6 (the gzip default) on the pieces that are new: with the window's other days
+# already stored, that is one day of a 30-day answer, so the level costs little; level 1
+# would save a few milliseconds a sync and store about 15% more (README, "Storage").
+COMPRESS_LEVEL = 6
+# Below this a body is one piece: a cut could save less than its bookkeeping costs.
+MIN_SPLIT_BYTES = 32 * 1024
+
+_DATE = re.compile(rb'"date"\s*:\s*"([^"\\]{1,40})"')
+
+
+def digest(content: bytes) -> str:
+    """The key of a body or piece: SHA-256 of the uncompressed bytes, as hex."""
+    return hashlib.sha256(content).hexdigest()
+
+
+def compress(piece: bytes, level: int = COMPRESS_LEVEL) -> bytes:
+    return gzip.compress(piece, compresslevel=level, mtime=0)
+
+
+def decompress(encoding: str, data: bytes) -> bytes:
+    if encoding == ENCODING:
+        return gzip.decompress(data)
+    if encoding == "identity":
+        return bytes(data)
+    raise ValueError(f"unknown encoding of a stored piece: {encoding!r}")
+
+
+def cuts(body: bytes) -> list[int]:
+    """Offsets (strictly increasing, inside the body) where the body is cut into pieces."""
+    if len(body) < MIN_SPLIT_BYTES:
+        return []
+    found: list[int] = []
+    seen: set[bytes] = set()
+    runs = 0
+    previous: bytes | None = None
+    last_date = -1
+    for match in _DATE.finditer(body):
+        last_date = match.start()
+        value = match.group(1)
+        if value == previous:
+            continue
+        previous = value
+        runs += 1
+        seen.add(value)
+        start = body.rfind(b"{", 0, match.start())  # the item that holds this date
+        if start <= (found[-1] if found else 0):
+            continue
+        if runs > 1:
+            end = body.rfind(b"}", 0, start) + 1  # the previous day's last item ends here
+            if end > (found[-1] if found else 0) and end < start:
+                found.append(end)
+        found.append(start)
+    if runs > 2 * len(seen):  # the days are not grouped: cutting would share nothing
+        return []
+    close = body.rfind(b"]")
+    if found and close > last_date:
+        end = body.rfind(b"}", last_date, close) + 1
+        if end > found[-1] and end < len(body):
+            found.append(end)
+    return found
+
+
+def split(body: bytes) -> list[bytes]:
+    """The pieces of ``body``, in order; ``b"".join(split(body)) == body`` always."""
+    offsets = [0, *cuts(body), len(body)]
+    return [body[a:b] for a, b in zip(offsets, offsets[1:])] or [body]
+
+
+def join(pieces: Iterable[tuple[str, bytes]]) -> bytes:
+    """The body from its stored pieces, in order: (encoding, data) each."""
+    return b"".join(decompress(encoding, data) for encoding, data in pieces)
