@@ -271,6 +271,32 @@ def _iso_week_postgresql(element: iso_week, compiler: Any, **kw: Any) -> str:
     return f"to_char(CAST({compiler.process(day, **kw)} AS DATE), 'IYYY-\"W\"IW')"
 
 
+class model_variant(FunctionElement[str]):
+    """The analytics ``variant`` of an ``/activity`` model id: its ``:suffix``, else ``standard``.
+
+    As ``etl.query_history.variant`` in Python (``model.partition(":")[2] or "standard"``):
+    the part after the first colon, ``standard`` when there is none (or it is empty).
+    """
+
+    type = String()
+    inherit_cache = True
+    name = "model_variant"
+
+
+@compiles(model_variant, "sqlite")
+def _model_variant_sqlite(element: model_variant, compiler: Any, **kw: Any) -> str:
+    (model,) = element.clauses
+    m = compiler.process(model, **kw)
+    return f"coalesce(nullif(CASE WHEN instr({m}, ':') > 0 THEN substr({m}, instr({m}, ':') + 1) ELSE '' END, ''), 'standard')"
+
+
+@compiles(model_variant, "postgresql")
+def _model_variant_postgresql(element: model_variant, compiler: Any, **kw: Any) -> str:
+    (model,) = element.clauses
+    m = compiler.process(model, **kw)
+    return f"coalesce(nullif(CASE WHEN strpos({m}, ':') > 0 THEN substr({m}, strpos({m}, ':') + 1) ELSE '' END, ''), 'standard')"
+
+
 # -- read-only SQL -----------------------------------------------------------------------
 
 # Pragmas that only read; those in _PRAGMAS_WITH_ARGUMENT may name a table or a limit.
