@@ -602,7 +602,8 @@ def output_options(formats: tuple[str, ...]) -> Callable[[Callable[..., Any]], C
 @click.option("--metric", default="spend", show_default=True, metavar="METRIC",
               help=f"Metric for --chart, PDF and PNG, and a column of its own when not a default one (spend incl BYOK, "
                    f"cost components); a latency metric makes a latency report: {', '.join(metric_choices())}.")
-@click.option("--columns", metavar="M[,M]", help="Table columns to show, e.g. spend,requests,total_tok (default: all that fit the terminal); names as for --metric.")
+@click.option("--columns", metavar="M[,M]", help="Table columns to show, e.g. spend,requests,total_tok (default: all that fit the terminal); names as for --metric. "
+              "Metrics beyond the default ones named here (spend_incl_byok, cost components) are CSV and JSON columns too.")
 @pass_app
 def report(app: App, group_by: str, since: str | None, until: str | None, last: str | None, models: tuple[str, ...],
            providers: tuple[str, ...], keys: tuple[str, ...], top: int | None, sort: str | None, ascending: bool, fmt: str,

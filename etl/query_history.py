@@ -236,7 +236,7 @@ class _Groups:
         if row is None:
             row = self.by_key[key] = {**dict(zip(self.group_by, key)), **dict.fromkeys(metric_names.NAMES + metric_names.EXTRA), "source": "analytics"}
             self.rows.append(row)
-        elif row.get("source") == "activity":
+        elif row.get("source", "activity") == "activity":
             row["source"] = "both"
         parts = self.parts.setdefault(id(row), {})
         for metric, value in values.items():
@@ -244,6 +244,10 @@ class _Groups:
                 parts.setdefault(metric, []).append(value)
 
     def finish(self) -> list[dict[str, Any]]:
+        """The rows with their sums; each with its ``source`` once any analytics value was added."""
+        if self.parts or any("source" in r for r in self.rows):
+            for row in self.rows:
+                row.setdefault("source", "activity")
         for row in self.rows:
             for metric, values in self.parts.get(id(row), {}).items():
                 total = math.fsum(values) if metric in metric_names.AMOUNTS else sum(values)
@@ -315,7 +319,8 @@ def extend(
     if "app" in spec.group_by:
         family, primary = "app", set()
         candidates = [SOURCES["app"]]
-        activity_days = {d for _, d in _primary(conn, spec, None)}
+        # Days held elsewhere that no app series gives: /activity's, and the account series'.
+        activity_days = {d for _, d in _primary(conn, spec, None) | _held(conn, "account", spec)}
     elif breakdown:
         family, primary = breakdown, _primary(conn, spec, breakdown)
         candidates = [SOURCES[breakdown]]
@@ -343,16 +348,14 @@ def extend(
             unable[source] = {d for _, d in fresh}
             continue
         taken |= fresh
-        used.append((source, fresh))
+        if fresh:
+            used.append((source, fresh))
     left_out = {d for days in unable.values() for d in days} - {d for _, d in taken}
     if family == "app":  # /activity's days that the app series does not hold
         left_out |= activity_days - {d for _, d in taken}
 
     names = model_map(conn) if used else {}
     labels = _labels(conn, family) if family in ("key",) and used else {}
-    if used:
-        for current in rows:
-            current["source"] = "activity"
     groups = _Groups(spec.group_by, rows)
     seen_days: dict[str, set[str]] = {}
     for source, take in used:
@@ -392,8 +395,8 @@ def _note(spec: Any, used: list[tuple[Source, set[tuple[str, str]]]], seen: dict
     parts = [f"{days_text(d for _, d in take)} come from the Analytics API history ({details[source.series]})"
              for source, take in used if take and seen.get(source.series)]
     if left_out and family == "app":
-        parts.append(f"{days_text(left_out)}: /activity holds them but the app series does not (apps are in the Analytics "
-                     "API's app series only: add \"app\" to [sync] analytics_series): those days are left out")
+        parts.append(f"{days_text(left_out)}: the archive holds them (/activity, the account series) but the app series does not "
+                     "(apps are in the Analytics API's app series only: add \"app\" to [sync] analytics_series): those days are left out")
     elif left_out:
         missing = sorted({g for s in unable for g in needed - s.groups})
         grouped = [g for g in missing if g in spec.group_by]

@@ -306,7 +306,7 @@ def test_activity_days_without_app_info_are_stated(run, warehouse_url, tmp_path,
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == []
     first, last = completed_window(TODAY)
-    assert f"{first} .. {last}: /activity holds them but the app series does not" in result.stderr
+    assert f"{first} .. {last}: the archive holds them (/activity, the account series) but the app series does not" in result.stderr
     assert "those days are left out" in result.stderr
 
 
@@ -447,3 +447,46 @@ def test_bad_metric_and_group_combinations_are_one_line_errors(archive, args):
     assert result.exit_code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("Error: ")
     assert result.stdout == ""
+
+
+# -- the README's SQL -------------------------------------------------------------------------------
+
+
+def readme_statements(engine: str) -> dict[str, str]:
+    """The README's example SQL for the Analytics API tables, by first comment line, for ``engine``."""
+    from conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "README.md").read_text()
+    start = text.index("```sql\n-- Spend by app per month")
+    block = text[start + len("```sql\n"): text.index("```", start + 6)]
+    out = {}
+    for statement in (s.strip() for s in block.split(";\n") if s.strip()):
+        title = statement.splitlines()[0]
+        other = "(PostgreSQL)" if engine == "sqlite" else "(SQLite)"
+        if not title.endswith(other):
+            out[title] = statement
+    return out
+
+
+def test_readme_sql_runs_on_this_engine_and_agrees_with_report(archive):
+    engine = "postgresql" if archive.url.startswith("postgresql") else "sqlite"
+    statements = readme_statements(engine)
+    assert len(statements) == 4, list(statements)
+    results = {}
+    for title, statement in statements.items():
+        result = archive.run("sql", "-f", "json", "--", statement)
+        assert result.exit_code == 0, (title, result.output)
+        results[title] = json.loads(result.stdout)
+        assert results[title], title
+    by_app = next(rows for title, rows in results.items() if title.startswith("-- Spend by app per month"))
+    report, _ = archive.report("-g", "month,app")
+    spend = {(r["month"], r["app"]): r["usage"] for r in report}
+    assert len(by_app) == len(spend)
+    for r in by_app:
+        assert float(r["spend_usd"]) == pytest.approx(spend[(r["month"], r["app"] or "(no app)")], abs=0.0051)
+    weekly = next(rows for title, rows in results.items() if title.startswith("-- Provider p90 latency per ISO week"))
+    report, _ = archive.report("-g", "week,provider", "--metric", "p90_latency")
+    p90 = {(r["week"], r["provider"]): r["p90_latency_ms"] for r in report}
+    assert len(weekly) == len(p90)
+    for r in weekly:
+        assert float(r["p90_ms"]) == pytest.approx(p90[(r["week"], r["provider"])], abs=0.051)
