@@ -310,6 +310,30 @@ def test_activity_days_without_app_info_are_stated(run, warehouse_url, tmp_path,
     assert "those days are left out" in result.stderr
 
 
+def test_groups_a_series_cannot_give_are_reported_for_the_days_that_have_them(archive):
+    before = (WINDOW_FIRST - timedelta(days=1)).isoformat()
+    rows, note = archive.report("-g", "key,variant")
+    want = expected(archive, lambda day, model, slug, variant, extra: (extra["key"], variant), subject="key")
+    # Only /activity's (breakdown) days: the per-key series has no variant.
+    recent = {k: v for k, v in want.items() if v["source"] != "analytics"}
+    assert {(r["key"], r["variant"]) for r in rows} == set(recent)
+    assert f"{SINCE} .. {before} are in the Analytics API history only, which cannot give group variant: those days are left out" in note
+    rows, note = archive.report("-g", "endpoint")
+    assert "cannot give group endpoint: those days are left out" in note and all("source" not in r for r in rows)
+
+
+def test_top_folds_across_sources(archive):
+    rows, _ = archive.report("-g", "month,app", "--top", "2", "--columns", "total_usage")
+    want = expected(archive, lambda day, model, slug, variant, extra: month(day), app=True)
+    by_month: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_month[r["month"]].append(r)
+    assert set(by_month) == set(want)
+    for m, group in by_month.items():
+        assert len(group) <= 3 and sum(r["requests"] for r in group) == want[m]["requests"]
+        assert math.fsum(r["total_usage_incl_byok"] for r in group) == pytest.approx(want[m]["total_usage_incl_byok"], abs=1e-6)
+
+
 # -- formats ----------------------------------------------------------------------------------------
 
 
