@@ -293,11 +293,11 @@ def bar_chart(report: Report, metric: str = "usage", width: int = 40) -> str:
         totals = {p: totals.get(p, empty) for p in fill_periods(first, sorted(totals), report.spec.since, report.spec.until)}
     if not totals:
         return "(no rows)\n"
-    peak = max((v for v in totals.values() if v is not None), default=0) or 1
+    peak = max((abs(v) for v in totals.values() if v is not None), default=0) or 1  # a negative amount (usage_data) by its size
     label_width = min(40, max(len(k) for k in totals))
     lines = [f"{LABELS[metric]} by {first}" + (f" ({UNITS[metric]}, request-weighted mean)" if metric in LATENCY else "")]
     for key, value in totals.items():
-        filled = (value or 0) / peak * width
+        filled = abs(value or 0) / peak * width
         bar = "█" * int(filled) + ("▌" if filled - int(filled) >= 0.5 else "")
         shown = "n/a" if value is None else usd(value) if metric in AMOUNTS else f"{value:,.1f}" if metric in LATENCY else human_count(value)
         lines.append(f"{key[:label_width]:<{label_width}} {bar:<{width + 1}} {shown}")

@@ -15,8 +15,8 @@ Three kinds of metric, because they come from different places and combine diffe
   Summed where known; None (NULL in CSV/JSON) where no day of a row had them.
 * ``LATENCY``, from the Analytics API's 31-day model x provider series: latency (ms) and
   throughput (tokens per second) are *never summed*. A row's value is the request-weighted
-  mean of the daily (model, provider) values it covers (``weighted``), so grouped by date,
-  model and provider it is OpenRouter's own value of that day.
+  mean of the daily (model, provider) values it covers (``weighted``), so grouped by model
+  and provider over one day it is OpenRouter's own value of that day.
 """
 
 from __future__ import annotations

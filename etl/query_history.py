@@ -44,7 +44,7 @@ for several (``x`` and ``x:free``) stays the permaslug. An unmapped permaslug st
 
 Latency (``latency_report``): from the provider series alone, grouped by time, model,
 permaslug and/or provider. Never summed: each value is the request-weighted mean of the
-daily (model, provider) values the row covers, so that grouped by date, model and provider
+daily (model, provider) values the row covers, so that grouped by model and provider over one day
 it is OpenRouter's own figure; a percentile over several days or models is so an
 approximation (percentiles of a whole cannot be computed from the parts'), and the note
 says so.
@@ -165,15 +165,19 @@ def check(spec: Any) -> None:
 
 
 def model_map(conn: Connection) -> dict[tuple[str, str], str]:
-    """(permaslug, variant) -> model id, from the pairs ``activity`` holds; and
-    (permaslug, "") -> the model id where the permaslug stands for exactly one."""
-    pairs = list(conn.execute(select(activity.c.model_permaslug, activity.c.model).distinct()))
-    out = {(permaslug, variant(model)): model for permaslug, model in pairs}
+    """(permaslug, variant) -> model id, from the pairs ``activity`` holds."""
+    pairs = conn.execute(select(activity.c.model_permaslug, activity.c.model).distinct())
+    return {(permaslug, variant(model)): model for permaslug, model in pairs}
+
+
+def report_models(conn: Connection) -> dict[tuple[str, str], str]:
+    """``model_map``, and (permaslug, "") -> the model id where the permaslug stands for exactly
+    one: the mapping of the series without a variant dimension."""
+    out = model_map(conn)
     ids: dict[str, set[str]] = {}
-    for permaslug, model in pairs:
-        ids.setdefault(permaslug, set()).add(model)
-    out.update({(permaslug, ""): next(iter(models)) for permaslug, models in ids.items() if len(models) == 1})
-    return out
+    for permaslug, model in out.items():
+        ids.setdefault(permaslug[0], set()).add(model)
+    return {**out, **{(permaslug, ""): next(iter(models)) for permaslug, models in ids.items() if len(models) == 1}}
 
 
 def _model(names: dict[tuple[str, str], str], permaslug: str, variant_: str | None, has_variant: bool) -> str:
@@ -354,7 +358,7 @@ def extend(
     if family == "app":  # /activity's days that the app series does not hold
         left_out |= activity_days - {d for _, d in taken}
 
-    names = model_map(conn) if used else {}
+    names = report_models(conn) if used else {}
     labels = _labels(conn, family) if family in ("key",) and used else {}
     groups = _Groups(spec.group_by, rows)
     seen_days: dict[str, set[str]] = {}
@@ -432,7 +436,7 @@ def latency_report(conn: Connection, spec: Any) -> Report:
             query = query.where(t.c.date >= spec.since)
         if spec.until:
             query = query.where(t.c.date <= spec.until)
-        names = model_map(conn)
+        names = report_models(conn)
         acc: dict[tuple[str, ...], dict[str, Any]] = {}
         days: set[str] = set()
         for r in conn.execute(query).mappings():
