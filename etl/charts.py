@@ -22,6 +22,7 @@ from typing import IO, Any
 from sqlalchemy import Connection
 
 from etl.export import LABELS, cents_adding_up, fill_periods
+from etl.metrics import AMOUNTS
 from etl.query import MONEY, OTHER, TIME_DIMENSIONS, Report, pick_bucket, time_series
 from etl.render import human_count, usd
 
@@ -33,7 +34,7 @@ PERIOD_NAMES = {"date": "day", "week": "week", "month": "month", "year": "year"}
 
 
 def _fmt(metric: str, value: float) -> str:
-    return usd(value) if metric in MONEY else human_count(value)
+    return usd(value) if metric in AMOUNTS else human_count(value)
 
 
 def _range(conn: Connection, report: Report) -> tuple[str | None, str | None]:
@@ -68,7 +69,7 @@ def _series(conn: Connection, report: Report, bucket: str, by: str | None, metri
     if by is None:
         values = [0.0] * len(buckets)
         for r in rows:
-            values[index[str(r[bucket])]] += r[metric]
+            values[index[str(r[bucket])]] += r[metric] or 0  # a cost component not known (/activity's days): no bar
         return buckets, {LABELS[metric]: values}
     if every:
         shown = {str(r[by]) for r in report.rows}
@@ -76,12 +77,12 @@ def _series(conn: Connection, report: Report, bucket: str, by: str | None, metri
     else:
         totals: dict[str, float] = defaultdict(float)
         for r in rows:
-            totals[str(r[by])] += r[metric]
+            totals[str(r[by])] += r[metric] or 0
         keep = set(sorted(totals, key=lambda k: -totals[k])[:MAX_SERIES])
     series: dict[str, list[float]] = {}
     for r in sorted(rows, key=lambda r: str(r[by]) not in keep):
         name = str(r[by]) if str(r[by]) in keep else OTHER
-        series.setdefault(name, [0.0] * len(buckets))[index[str(r[bucket])]] += r[metric]
+        series.setdefault(name, [0.0] * len(buckets))[index[str(r[bucket])]] += r[metric] or 0
     return buckets, series
 
 
@@ -97,7 +98,7 @@ def _bars(ax: Any, buckets: Sequence[str], series: dict[str, list[float]], metri
     lowest = min([0.0, *(v for values in series.values() for v in values)])
     peak = max([0.0, *bottom])
     ax.set_ylim(lowest, peak * 1.05 if peak > 0 else 1.0)  # zero-based, also for a flat zero series
-    if metric not in MONEY:  # counts: whole ticks (a flat zero series reads 0 and 1, not 0, 0, 1, 1)
+    if metric not in AMOUNTS:  # counts: whole ticks (a flat zero series reads 0 and 1, not 0, 0, 1, 1)
         from matplotlib.ticker import MaxNLocator
 
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -182,6 +183,8 @@ def _summary_figure(conn: Connection, report: Report, metric: str) -> Any:
     ax = fig.add_axes((0.07, 0.08, 0.72 if by else 0.88, 0.26))
     _bars(ax, buckets, series, metric)
     ax.set_title(chart_title(metric, bucket, by), fontsize=11, loc="left")
+    if report.note:  # across both sources: where the figures came from, what was left out
+        fig.text(0.05, 0.015, "Note: " + report.note, fontsize=6, va="bottom", wrap=True, parse_math=False)
     return fig
 
 

@@ -579,7 +579,7 @@ def output_options(formats: tuple[str, ...]) -> Callable[[Callable[..., Any]], C
 
 @cli.command()
 @click.option("--group-by", "-g", default="model", show_default=True, metavar="G[,G]",
-              help="One or two of: date, week, month, year, model, permaslug, provider, endpoint, key, workspace, member.")
+              help="One or two of: date, week, month, year, model, permaslug, variant, provider, endpoint, key, workspace, member, app.")
 @click.option("--since", metavar="YYYY-MM-DD", help="First day, inclusive (UTC).")
 @click.option("--until", metavar="YYYY-MM-DD", help="Last day, inclusive (UTC).")
 @click.option("--last", metavar="N[dwmy]", help="The last N complete days, weeks, months or years, e.g. 7d, 4w, 3m, 1y.")
@@ -591,8 +591,11 @@ def output_options(formats: tuple[str, ...]) -> Callable[[Callable[..., Any]], C
 @click.option("--asc", "ascending", is_flag=True, help="Smallest first.")
 @output_options(FORMATS)
 @click.option("--chart", is_flag=True, help="Also print a bar chart of the metric per first group.")
-@click.option("--metric", default="spend", show_default=True, metavar="METRIC", help=f"Metric for --chart, PDF and PNG: {', '.join(metric_choices())}.")
-@click.option("--columns", metavar="M[,M]", help="Table columns to show, e.g. spend,requests,total_tok (default: all that fit the terminal); names as for --metric.")
+@click.option("--metric", default="spend", show_default=True, metavar="METRIC",
+              help=f"Metric for --chart, PDF and PNG, and a column of its own when not a default one (spend incl BYOK, "
+                   f"cost components); a latency metric makes a latency report: {', '.join(metric_choices())}.")
+@click.option("--columns", metavar="M[,M]", help="Table columns to show, e.g. spend,requests,total_tok (default: all that fit the terminal); names as for --metric. "
+              "Metrics beyond the default ones named here (spend_incl_byok, cost components) are CSV and JSON columns too.")
 @pass_app
 def report(app: App, group_by: str, since: str | None, until: str | None, last: str | None, models: tuple[str, ...],
            providers: tuple[str, ...], keys: tuple[str, ...], top: int | None, sort: str | None, ascending: bool, fmt: str,
@@ -616,7 +619,11 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
     if sort is not None and sort.strip().lower() != "group":
         sort = resolve_metric(sort, "sort")
     metric = resolve_metric(metric)
-    spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys, history=True)
+    spec = ReportSpec(parse_group_by(group_by), since, until, models, providers, top, sort, ascending, keys, history=True,
+                      metrics=(metric, *(picked or ())))
+    if spec.latency and fmt in ("pdf", "png"):
+        raise BadArgument(f"{fmt.upper()} charts stack amounts, and latency is averaged, never added up: "
+                          "use --format table|csv|json|ndjson, or --chart")
     if fmt in ("pdf", "png") and output is None and sys.stdout.isatty():
         raise BadArgument(f"{fmt.upper()} output is binary: give --output FILE (or redirect stdout)")
 
@@ -625,7 +632,7 @@ def report(app: App, group_by: str, since: str | None, until: str | None, last: 
         result = run_report(conn, spec)  # BadArgument e.g. for a --key name that matches no key
         if spec.breakdown and not result.rows and not breakdown_archived(conn, spec.breakdown):
             click.echo(f"note: no {spec.breakdown} breakdown archived yet; add \"{spec.breakdown}\" to [sync] breakdowns", err=True)
-        if result.note:
+        if result.note and (fmt != "table" or not result.rows):  # a table has it as its footnote
             click.echo(f"note: {result.note}", err=True)
         if not result.rows:
             _nothing_to_show(conn, spec, fmt)
@@ -679,7 +686,10 @@ def _write_text(result: Any, fmt: str, output: str | None, chart: bool, metric: 
         buffer = io.StringIO() if output else None
         tty = sys.stdout.isatty() and not output
         _print_table(result, human=tty, width=None if tty else _table_width(output is None), file=buffer, columns=columns)
-        text = buffer.getvalue() if buffer else ""
+        footnote = f"note: {result.note}\n" if result.note and result.rows else ""  # where the rows came from, what was left out
+        if buffer is None:
+            click.echo(footnote, nl=False)
+        text = buffer.getvalue() + footnote if buffer else ""
     else:
         text = {"csv": export.to_csv, "json": export.to_json, "ndjson": export.to_ndjson}[fmt](result)
     if chart:

@@ -369,6 +369,13 @@ class glob_match(FunctionElement[bool]):
         super().__init__(column, literal(glob, String()), literal(like, String()))
 
 
+def glob_matches(value: str, pattern: str) -> bool:
+    """What glob_match says, in Python: for rows filtered after the query (exact, ``*``, ``?``)."""
+    import fnmatch
+
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
 @compiles(glob_match, "sqlite")
 def _glob_match_sqlite(element: glob_match, compiler: Any, **kw: Any) -> str:
     column, glob, _like = element.clauses
@@ -379,6 +386,32 @@ def _glob_match_sqlite(element: glob_match, compiler: Any, **kw: Any) -> str:
 def _glob_match_default(element: glob_match, compiler: Any, **kw: Any) -> str:
     column, _glob, like = element.clauses
     return f"({compiler.process(column, **kw)} LIKE {compiler.process(like, **kw)} ESCAPE '\\')"
+
+
+class model_variant(FunctionElement[str]):
+    """The analytics ``variant`` of an ``/activity`` model id: its ``:suffix``, else ``standard``.
+
+    As ``etl.query_history.variant`` in Python (``model.partition(":")[2] or "standard"``):
+    the part after the first colon, ``standard`` when there is none (or it is empty).
+    """
+
+    type = String()
+    inherit_cache = True
+    name = "model_variant"
+
+
+@compiles(model_variant, "sqlite")
+def _model_variant_sqlite(element: model_variant, compiler: Any, **kw: Any) -> str:
+    (model,) = element.clauses
+    m = compiler.process(model, **kw)
+    return f"coalesce(nullif(CASE WHEN instr({m}, ':') > 0 THEN substr({m}, instr({m}, ':') + 1) ELSE '' END, ''), 'standard')"
+
+
+@compiles(model_variant, "postgresql")
+def _model_variant_postgresql(element: model_variant, compiler: Any, **kw: Any) -> str:
+    (model,) = element.clauses
+    m = compiler.process(model, **kw)
+    return f"coalesce(nullif(CASE WHEN strpos({m}, ':') > 0 THEN substr({m}, strpos({m}, ':') + 1) ELSE '' END, ''), 'standard')"
 
 
 # -- read-only SQL -----------------------------------------------------------------------

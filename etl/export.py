@@ -14,15 +14,15 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from fractions import Fraction
 from typing import IO, Any
 
 from etl import metrics as metric_names
 from etl.errors import BadArgument
-from etl.metrics import LABELS
-from etl.query import METRICS, MONEY, TIME_DIMENSIONS, Report
+from etl.metrics import AMOUNTS, LABELS, LATENCY, UNITS
+from etl.query import TIME_DIMENSIONS, Report
 from etl.render import human_count, usd
 
 def rows_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -76,10 +76,10 @@ def to_ndjson(report: Report) -> str:
 
 
 # Table columns in the order they are given up when the terminal is too narrow: the last
-# first. Spend and BYOK spend are never dropped.
-PRIORITY = ("usage", "byok_usage_inference", "requests", "total_tokens", "prompt_tokens", "completion_tokens",
-            "reasoning_tokens", "cached_tokens")
-KEPT = ("usage", "byok_usage_inference")
+# first. Spend and BYOK spend are never dropped, nor the extra metrics asked for by name.
+PRIORITY = ("usage", "byok_usage_inference", *metric_names.EXTRA, "requests", *LATENCY, "total_tokens", "prompt_tokens",
+            "completion_tokens", "reasoning_tokens", "cached_tokens")
+KEPT = ("usage", "byok_usage_inference", *metric_names.EXTRA, *LATENCY)
 GROUP_MIN_WIDTH = 14  # a group column is cut (with …) down to this before a metric is dropped
 
 
@@ -97,8 +97,13 @@ def parse_columns(text: str | None) -> tuple[str, ...] | None:
 
 
 def cell(metric: str, value: Any, human: bool) -> str:
-    if metric in MONEY:
+    """A table cell: USD, a count, or latency with its unit; ``n/a`` for a value not known."""
+    if value is None:
+        return "n/a"
+    if metric in AMOUNTS:
         return usd(value)
+    if metric in LATENCY:
+        return f"{value:,.1f} {UNITS[metric]}"
     return human_count(value) if human else f"{value:,}"
 
 
@@ -124,8 +129,22 @@ def cents_adding_up(values: Sequence[float], total: float) -> tuple[list[int], i
 
 
 def _money_cells(report: Report, metric: str) -> tuple[list[str], str]:
-    cents, total = cents_adding_up([row[metric] for row in report.rows], report.totals[metric])
-    return [usd(c / 100) for c in cents], usd(total / 100)
+    """Cents adding up to the total row; ``n/a`` where a value is not known (a cost component
+    on /activity's days), the known ones adding up to the total."""
+    known = [i for i, row in enumerate(report.rows) if row[metric] is not None]
+    if report.totals.get(metric) is None:
+        return ["n/a"] * len(report.rows), "n/a"
+    cents, total = cents_adding_up([report.rows[i][metric] for i in known], report.totals[metric])
+    shown = ["n/a"] * len(report.rows)
+    for i, c in zip(known, cents):
+        shown[i] = usd(c / 100)
+    return shown, usd(total / 100)
+
+
+def default_metrics(report: Report) -> list[str]:
+    """The table's columns before fitting: every metric of the report; cached tokens only when
+    there are any."""
+    return [m for m in report.spec.columns if m != "cached_tokens" or report.totals.get("cached_tokens")]
 
 
 def table_rows(report: Report, human: bool, columns: Sequence[str] | None = None) -> tuple[list[str], list[list[str]], list[str]]:
@@ -133,16 +152,13 @@ def table_rows(report: Report, human: bool, columns: Sequence[str] | None = None
 
     Money cells are rounded so that the rows add up to the total row (``cents_adding_up``).
     """
-    if columns is None:
-        metrics = [m for m in METRICS if m != "cached_tokens" or report.totals.get("cached_tokens")]
-    else:
-        metrics = list(columns)
+    metrics = default_metrics(report) if columns is None else list(columns)
     groups = report.spec.group_by
     header = [*groups, *(LABELS[m] for m in metrics)]
     cols: list[list[str]] = []
     feet: list[str] = []
     for m in metrics:
-        if m in MONEY:
+        if m in AMOUNTS:
             body_cells, foot = _money_cells(report, m)
         else:
             body_cells, foot = [cell(m, row[m], human) for row in report.rows], cell(m, report.totals[m], human)
@@ -150,6 +166,10 @@ def table_rows(report: Report, human: bool, columns: Sequence[str] | None = None
         feet.append(foot)
     body = [[str(row[g]) for g in groups] + [c[i] for c in cols] for i, row in enumerate(report.rows)]
     footer = ["total", *([""] * (len(groups) - 1)), *feet]
+    if any("source" in row for row in report.rows):  # reports across both sources say where each row came from
+        header.append("source")
+        body = [[*cells, str(row.get("source", ""))] for cells, row in zip(body, report.rows)]
+        footer.append("")
     return header, body, footer
 
 
@@ -194,15 +214,17 @@ def print_table(report: Report, human: bool, width: int | None = None, file: IO[
     from rich.table import Table
 
     console = Console(width=width, file=file, color_system=None if file else "auto")
-    metrics = list(columns) if columns is not None else [m for m in METRICS if m != "cached_tokens" or report.totals.get("cached_tokens")]
+    metrics = list(columns) if columns is not None else default_metrics(report)
     header, body, footer = table_rows(report, human, metrics)
     n_groups = len(report.spec.group_by)
-    shown = metrics if columns is not None else fit_columns(header, body, footer, n_groups, metrics, console.width)
+    sourced = len(header) > n_groups + len(metrics)  # the last column says where each row came from
+    room = console.width - (max(len(header[-1]), *(len(r[-1]) for r in body)) + 3 if sourced and body else 0)
+    shown = metrics if columns is not None else fit_columns(header, body, footer, n_groups, metrics, room)
     dropped = [m for m in metrics if m not in shown]
-    keep = list(range(n_groups)) + [n_groups + metrics.index(m) for m in shown]
+    keep = list(range(n_groups)) + [n_groups + metrics.index(m) for m in shown] + ([len(header) - 1] if sourced else [])
     table = Table(show_footer=True, show_edge=False, pad_edge=False)
     for i in keep:
-        if i < n_groups:
+        if i < n_groups or (sourced and i == len(header) - 1):
             table.add_column(header[i], footer=footer[i], justify="left", no_wrap=True, overflow="ellipsis")
         else:  # a number is never cut: its full width is reserved
             full = max(len(header[i]), len(footer[i]), *(len(r[i]) for r in body)) if body else len(footer[i])
@@ -252,25 +274,31 @@ def fill_periods(bucket: str, labels: Sequence[str], since: str | None = None, u
 
 
 def bar_chart(report: Report, metric: str = "usage", width: int = 40) -> str:
-    """Horizontal bars of ``metric`` per value of the first group (summed over the second).
+    """Horizontal bars of ``metric`` per value of the first group (summed over the second;
+    latency: its request-weighted mean over the second, never a sum).
 
-    A time group shows every period of the range, zero where there was no activity.
+    A time group shows every period of the range, zero where there was no activity; a value
+    not known (a cost component on /activity's days only, latency on a day without it) is
+    shown as ``n/a`` with no bar.
     """
+    from etl.query_history import combine
+
     first = report.spec.group_by[0]
-    totals: dict[str, float] = {}
+    rows_of: dict[str, list[dict[str, Any]]] = {}
     for row in report.rows:
-        key = str(row[first])
-        totals[key] = totals.get(key, 0) + row[metric]
+        rows_of.setdefault(str(row[first]), []).append(row)
+    totals: dict[str, float | None] = {k: combine(rows, metric) for k, rows in rows_of.items()}
     if first in TIME_DIMENSIONS and totals:
-        totals = {p: totals.get(p, 0) for p in fill_periods(first, sorted(totals), report.spec.since, report.spec.until)}
+        empty = None if metric in LATENCY else 0
+        totals = {p: totals.get(p, empty) for p in fill_periods(first, sorted(totals), report.spec.since, report.spec.until)}
     if not totals:
         return "(no rows)\n"
-    fmt: Callable[[Any], str] = usd if metric in MONEY else human_count
-    peak = max(totals.values()) or 1
+    peak = max((abs(v) for v in totals.values() if v is not None), default=0) or 1  # a negative amount (usage_data) by its size
     label_width = min(40, max(len(k) for k in totals))
-    lines = [f"{LABELS[metric]} by {first}"]
+    lines = [f"{LABELS[metric]} by {first}" + (f" ({UNITS[metric]}, request-weighted mean)" if metric in LATENCY else "")]
     for key, value in totals.items():
-        filled = value / peak * width
+        filled = abs(value or 0) / peak * width
         bar = "█" * int(filled) + ("▌" if filled - int(filled) >= 0.5 else "")
-        lines.append(f"{key[:label_width]:<{label_width}} {bar:<{width + 1}} {fmt(value)}")
+        shown = "n/a" if value is None else usd(value) if metric in AMOUNTS else f"{value:,.1f}" if metric in LATENCY else human_count(value)
+        lines.append(f"{key[:label_width]:<{label_width}} {bar:<{width + 1}} {shown}")
     return "\n".join(lines) + "\n"

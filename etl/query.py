@@ -8,14 +8,15 @@ Usable from a notebook as well as from the CLI::
 
 Spend (``usage``, USD from OpenRouter credits) and BYOK spend (``byok_usage_inference``,
 estimated USD of bring-your-own-key inference, not charged by OpenRouter) are always
-separate columns; nothing here adds them together. Totals are the exact (``math.fsum``)
+separate columns; nothing here adds them together (the one column that does,
+``total_usage_incl_byok``, the Activity page's "Spend", is asked for by name and says so).
+Totals are the exact (``math.fsum``)
 sum of the groups, so they agree with a hand-written ``SELECT sum(usage) …`` far inside a
 cent without a second scan of the archive.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import re
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, Connection, Float, Select, Table, and_, cast, func, or_, select
 
 from etl import metrics as metric_names
-from etl.db import glob_match, iso_week
+from etl.db import glob_match, glob_matches, iso_week, model_variant
 from etl.errors import BadArgument
 from etl.schema import BREAKDOWN_SUBJECTS, BREAKDOWN_TABLES, activity, api_keys
 
@@ -70,6 +71,10 @@ def _metrics(t: Table) -> dict[str, ColumnElement[Any]]:
 # Groups that only the breakdown tables have: which breakdown, and its subject column.
 BREAKDOWN_DIMENSIONS = {"key": "key", "workspace": "workspace", "member": "member"}
 DIMENSIONS = {**_dimensions(activity), **{name: None for name in BREAKDOWN_DIMENSIONS}}
+# Every group a report takes: also `variant` (the model id's `:suffix`, SQL on /activity's
+# side) and `app` (the Analytics API's app series only); etl/query_history.py says which
+# source gives which group.
+GROUPS = (*DIMENSIONS, "variant", "app")
 TIME_DIMENSIONS = ("date", "week", "month", "year")
 METRICS = _metrics(activity)
 MONEY = metric_names.MONEY
@@ -92,13 +97,14 @@ class ReportSpec:
     ascending: bool = False
     keys: tuple[str, ...] = ()  # API key names (exact or glob); reads the per-key breakdown
     history: bool = False  # also the Analytics API's history for days /activity's archive lacks (etl/query_history.py)
+    metrics: tuple[str, ...] = ()  # metrics asked for (--metric, --sort, --columns): extra columns, or a latency report
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.group_by) <= 2:
-            raise BadArgument("group by one or two of: " + ", ".join(DIMENSIONS))
+            raise BadArgument("group by one or two of: " + ", ".join(GROUPS))
         for name in self.group_by:
-            if name not in DIMENSIONS:
-                raise BadArgument(f"unknown group {name!r}; choose from: {', '.join(DIMENSIONS)}")
+            if name not in GROUPS:
+                raise BadArgument(f"unknown group {name!r}; choose from: {', '.join(GROUPS)}")
         if len(set(self.group_by)) != len(self.group_by):
             raise BadArgument(f"group {self.group_by[0]!r} given twice")
         for name, value in (("since", self.since), ("until", self.until)):
@@ -108,11 +114,15 @@ class ReportSpec:
             raise BadArgument(f"the range is inverted: since {self.since} is after until {self.until}")
         if self.top is not None and self.top < 1:
             raise BadArgument("top must be at least 1")
-        if self.sort is not None and self.sort != "group" and self.sort not in METRICS:
-            raise BadArgument(f"unknown sort {self.sort!r}; choose 'group' or one of: {', '.join(METRICS)}")
+        columns = metric_names.report_metrics((*self.metrics, *([self.sort] if self.sort not in (None, "group") else [])))
+        if self.sort is not None and self.sort != "group" and self.sort not in columns:
+            raise BadArgument(f"unknown sort {self.sort!r}; choose 'group' or one of: {', '.join(columns)}")
         split = {g for g in self.group_by if g in BREAKDOWN_DIMENSIONS} | ({"key"} if self.keys else set())
         if len(split) > 1:
             raise BadArgument(f"{' and '.join(sorted(split))} come from different breakdowns; use one of them at a time")
+        from etl.query_history import check
+
+        check(self)  # groups, filters and metrics that no one source can give together
 
     @property
     def breakdown(self) -> str | None:
@@ -126,8 +136,20 @@ class ReportSpec:
         return BREAKDOWN_TABLES[self.breakdown] if self.breakdown else activity
 
     @property
+    def columns(self) -> tuple[str, ...]:
+        """The metric columns: the base ones and the extra ones asked for, or a latency report's."""
+        return metric_names.report_metrics((*self.metrics, *([self.sort] if self.sort not in (None, "group") else [])))
+
+    @property
+    def latency(self) -> bool:
+        return self.columns == metric_names.LATENCY_REPORT
+
+    @property
     def sort_metric(self) -> str:
-        return self.sort if self.sort in METRICS else "usage"
+        if self.sort in self.columns:
+            return str(self.sort)
+        asked = [m for m in self.metrics if m in metric_names.LATENCY]
+        return asked[0] if asked else "requests" if self.latency else "usage"
 
 
 @dataclass
@@ -140,7 +162,7 @@ class Report:
     @property
     def columns(self) -> list[str]:
         sourced = bool(self.rows) and "source" in self.rows[0]
-        return [*self.spec.group_by, *METRICS, *(["source"] if sourced else [])]
+        return [*self.spec.group_by, *self.spec.columns, *(["source"] if sourced else [])]
 
 
 # -- parsing helpers (pure) ---------------------------------------------------------------
@@ -217,6 +239,8 @@ def filters(spec: ReportSpec, key_hashes: Sequence[str] | None = None) -> list[C
 
 
 def dimension(name: str, table: Table) -> ColumnElement[Any]:
+    if name == "variant":
+        return model_variant(table.c.model)
     if name in BREAKDOWN_DIMENSIONS:
         return table.c[BREAKDOWN_SUBJECTS[name]]
     return _dimensions(table)[name]
@@ -242,7 +266,7 @@ def key_names(conn: Connection) -> dict[str, str]:
 
 def resolve_keys(names: dict[str, str], patterns: Sequence[str]) -> list[str]:
     """Hashes of the keys whose display name matches one of ``patterns`` (exact or glob)."""
-    hashes = [h for h, name in names.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    hashes = [h for h, name in names.items() if any(glob_matches(name, p) for p in patterns)]
     if not hashes:
         known = ", ".join(sorted(names.values())) or "none archived yet (enable [sync] breakdowns = [\"key\"])"
         raise BadArgument(f"no API key matches {', '.join(patterns)}; known keys: {known}")
@@ -250,17 +274,21 @@ def resolve_keys(names: dict[str, str], patterns: Sequence[str]) -> list[str]:
 
 
 def run_report(conn: Connection, spec: ReportSpec) -> Report:
+    from etl import query_history
+
+    if spec.latency:  # the 31-day provider series alone: averaged, never summed
+        return query_history.latency_report(conn, spec)
     names = key_names(conn) if spec.breakdown == "key" else {}
     key_hashes = resolve_keys(names, spec.keys) if spec.keys else None
-    rows = [dict(r) for r in conn.execute(build_query(spec, key_hashes)).mappings()]
+    # `app` is in the Analytics API's app series only: no /activity rows to start from.
+    rows = [] if "app" in spec.group_by else [dict(r) for r in conn.execute(build_query(spec, key_hashes)).mappings()]
     if "key" in spec.group_by:  # rows show the key's name, not its hash
         for row in rows:
             row["key"] = names.get(row["key"], row["key"])
+    rows = query_history.complete(rows)
     note = None
     if spec.history:
-        from etl.query_history import extend
-
-        rows, note = extend(conn, spec, rows, tuple(METRICS))
+        rows, note = query_history.extend(conn, spec, rows, names, key_hashes)
     rows = exact_money(rows)
     totals = sum_rows(rows)
     if spec.top is not None:
@@ -279,8 +307,9 @@ def exact_money(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     print the same digits on both.
     """
     for row in rows:
-        for m in MONEY:
-            row[m] = round(float(row[m]), MONEY_DIGITS)
+        for m in metric_names.AMOUNTS:
+            if m in row:
+                row[m] = None if row[m] is None else round(float(row[m]), MONEY_DIGITS)
     return rows
 
 
@@ -289,9 +318,19 @@ def sum_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Summing the groups avoids a second scan of the archive; the result equals SQL's own
     sum over the same rows up to float rounding, far inside a cent. Money is then rounded
-    to 1e-9 USD like the rows (``exact_money``).
+    to 1e-9 USD like the rows (``exact_money``). A metric no row knows (None: a cost
+    component over ``/activity`` days only) totals None; else the known values are summed.
     """
-    return {m: round(math.fsum(r[m] for r in rows), MONEY_DIGITS) if m in MONEY else sum(r[m] for r in rows) for m in METRICS}
+    out: dict[str, Any] = {}
+    for m in (m for m in metric_names.ALL if rows and m in rows[0]):
+        known = [r[m] for r in rows if r[m] is not None]
+        if m in metric_names.AMOUNTS:
+            out[m] = round(math.fsum(known), MONEY_DIGITS) if known else None
+        else:
+            out[m] = sum(known) if known or m in METRICS else None
+    for m in METRICS:
+        out.setdefault(m, 0.0 if m in MONEY else 0)
+    return out
 
 
 def fold_top(rows: list[dict[str, Any]], group_by: Sequence[str], top: int, metric: str) -> list[dict[str, Any]]:
@@ -300,7 +339,7 @@ def fold_top(rows: list[dict[str, Any]], group_by: Sequence[str], top: int, metr
     last = group_by[-1]
     ranking: dict[Any, float] = {}
     for row in rows:
-        ranking[row[last]] = ranking.get(row[last], 0) + row[metric]
+        ranking[row[last]] = ranking.get(row[last], 0) + (row[metric] or 0)
     keep = set(sorted(ranking, key=lambda k: (-ranking[k], str(k)))[:top])
     kept = [r for r in rows if r[last] in keep]
     folded: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -308,9 +347,10 @@ def fold_top(rows: list[dict[str, Any]], group_by: Sequence[str], top: int, metr
         if row[last] in keep:
             continue
         key = tuple(row[g] for g in group_by[:-1])
-        other = folded.setdefault(key, {**dict(zip(group_by[:-1], key)), last: OTHER, **{m: 0 for m in METRICS}})
-        for m in METRICS:
-            other[m] += row[m]
+        summed = [m for m in metric_names.ALL if m in row]
+        other = folded.setdefault(key, {**dict(zip(group_by[:-1], key)), last: OTHER, **{m: 0 if m in METRICS else None for m in summed}})
+        for m in summed:
+            other[m] = metric_names.add(other[m], row[m])
         if "source" in row:  # reports across both sources say where each row came from
             other["source"] = row["source"] if other.get("source") in (None, row["source"]) else "both"
     return kept + list(folded.values())
@@ -327,7 +367,8 @@ def order_rows(rows: list[dict[str, Any]], spec: ReportSpec) -> list[dict[str, A
     sign = 1 if spec.ascending else -1
 
     def by_metric(row: dict[str, Any]) -> tuple[Any, ...]:
-        return (row[groups[-1]] == OTHER, sign * row[metric], tuple(str(row[g]) for g in groups))
+        value = row[metric]  # None (not known) after every known value
+        return (row[groups[-1]] == OTHER, value is None, sign * (value or 0), tuple(str(row[g]) for g in groups))
 
     if spec.sort == "group":
         return sorted(rows, key=lambda r: (tuple(r[g] == OTHER for g in groups), tuple(str(r[g]) for g in groups)), reverse=False)
