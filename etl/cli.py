@@ -651,8 +651,11 @@ def _nothing_to_show(conn: Any, spec: Any, fmt: str) -> None:
     from etl.query import archive_range
 
     everything = replace(spec, since=None, until=None, models=(), providers=(), keys=())
-    if archive_range(conn, everything) == (None, None):
+    account = replace(everything, group_by=("date",), metrics=(), sort=None)  # /activity and its history, not a breakdown
+    if archive_range(conn, everything) == (None, None) and archive_range(conn, account) == (None, None):
         why = "the archive holds no activity yet (run `openrouter-archive sync`)"
+    elif archive_range(conn, everything) == (None, None):
+        why = f"the archive holds no {spec.breakdown + ' breakdown' if spec.breakdown else 'history for ' + ', '.join(spec.group_by)}"
     else:
         period = f" from {spec.since or 'the start'} to {spec.until or 'the end'}" if spec.since or spec.until else ""
         why = f"no activity archived{period} for these filters"
