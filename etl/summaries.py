@@ -185,8 +185,7 @@ def _sqlite_triggers(base: Table) -> list[str]:
         match = " AND ".join(f"{k} = {t}" for k, t in zip(keys, _row_terms(base, alias, "", "sqlite")))
         return f"DELETE FROM {name} WHERE {match} AND row_count = 0;"
 
-    watched = ", ".join(["date", *([SUMMARY_SUBJECTS[base.name]] if SUMMARY_SUBJECTS[base.name] else []), *SUMMARY_DIMENSIONS,
-                         *SUMMARY_MONEY, *SUMMARY_COUNTS])
+    watched = ", ".join(["date", *keys[1:], *SUMMARY_MONEY, *SUMMARY_COUNTS])
     return [
         f"CREATE TRIGGER {name}_ins AFTER INSERT ON {base.name} BEGIN {add('NEW', '')} END",
         f"CREATE TRIGGER {name}_upd AFTER UPDATE OF {watched} ON {base.name} BEGIN "
