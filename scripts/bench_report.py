@@ -14,7 +14,10 @@
 3. ``report --last 30d`` (model): this branch's query layer against the query it replaced
    (float sums, no summaries), both in-process, interleaved; and the shell's GROUP BY.
 
-Usage: python scripts/bench_report.py [--days 500] [--endpoints 2000] [--keys 5] [--repeat 5] [--cache DIR]
+4. ``--load-cost``: what the summaries' triggers cost a load (``warehouse.save_day`` into a
+   fresh warehouse with them and with them dropped, interleaved).
+
+Usage: python scripts/bench_report.py [--days 500] [--endpoints 2000] [--keys 5] [--repeat 5] [--cache DIR] [--load-cost]
 """
 
 from __future__ import annotations
@@ -114,6 +117,45 @@ def old_query(spec: ReportSpec):  # the 30-day query as main ran it before the s
     return select(*dims, *money, *counts, total).group_by(*dims).where(*filters(spec))
 
 
+def load_cost(folder: Path, days: int, endpoints: int, repeat: int) -> None:
+    """What the summaries' triggers cost a load: warehouse.save_day with them and with them dropped, interleaved."""
+    from datetime import datetime, timezone
+
+    from bench_archive import day_rows
+
+    from etl import migrate, summaries, warehouse
+
+    import random
+
+    rng = random.Random(3)
+    first = date(2030, 1, 1)
+    data = [(d, day_rows(d, endpoints, rng)) for d in ((first + timedelta(days=i)).isoformat() for i in range(days))]
+    now = datetime(2031, 1, 1, tzinfo=timezone.utc)
+
+    def load(triggers: bool) -> Callable[[], object]:
+        def run() -> None:
+            path = folder / f"load-{triggers}.db"
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            engine = open_engine(f"sqlite:///{path}")
+            migrate.upgrade(engine)
+            if not triggers:
+                with engine.begin() as conn:
+                    for statement in summaries.drop_ddl("sqlite"):
+                        conn.exec_driver_sql(statement)
+            for day, rows in data:
+                with engine.begin() as conn:
+                    warehouse.save_day(conn, day, rows, now=now)
+            engine.dispose()
+        return run
+
+    with_, without = interleaved(load(True), load(False), repeat)
+    total = days * endpoints
+    print(f"load {total:,} rows through warehouse.save_day: with the summaries' triggers {total / with_[0]:,.0f} rows/s "
+          f"({fmt(with_)}), without {total / without[0]:,.0f} rows/s ({fmt(without)}): "
+          f"the triggers cost {with_[1] / without[1] - 1:+.0%} CPU", flush=True)
+
+
 def fmt(x: tuple[float, float]) -> str:
     return f"{x[0] * 1000:8.1f} ms wall {x[1] * 1000:8.1f} ms CPU"
 
@@ -125,8 +167,12 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=None, help="keep the built archive here (default: a temporary folder)")
+    parser.add_argument("--load-cost", action="store_true", help="only: what the triggers cost a load (100 days x --endpoints)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
+        if args.load_cost:
+            load_cost(Path(tmp), 100, args.endpoints, max(3, args.repeat // 2))
+            return
         path = cached(args.cache or Path(tmp), args.days, args.endpoints, args.keys, END)
         shell = Shell(path)
         print(f"archive {path.name}: {args.days * args.endpoints:,} rows in activity; baseline: {shell.name}; "
