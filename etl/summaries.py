@@ -90,6 +90,15 @@ def rebuild(conn: Connection) -> dict[str, int]:
     return changed
 
 
+def build(conn: Connection) -> None:
+    """Fill the (empty) summaries from the rows the archive holds (migration 0008); a fresh
+    warehouse has none, and gets no statement at all."""
+    for base in base_tables():
+        if conn.execute(select(base.c.date).limit(1)).first() is not None:
+            summary = SUMMARY_TABLES[base.name]
+            conn.execute(summary.insert().from_select(summary_keys(base) + summary_values(), grouped(base)))
+
+
 def verify(conn: Connection, first_month: str, last_month: str) -> list[dict[str, Any]]:
     """Every summary row of the months ``first_month`` .. ``last_month`` (``YYYY-MM``) that
     differs from its base rows: wrong, missing or extra."""

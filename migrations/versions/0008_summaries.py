@@ -39,7 +39,7 @@ def upgrade() -> None:
             sa.PrimaryKeyConstraint(*keys, name=f"pk_{base}_monthly"),
         )
     conn = op.get_bind()
-    summaries.rebuild(conn)
+    summaries.build(conn)
     for statement in summaries.trigger_ddl(conn.dialect.name):
         op.execute(statement)
 
