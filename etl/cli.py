@@ -383,6 +383,29 @@ def db_upgrade(app: App) -> None:
     click.echo(f"{where}: already at revision {after}" if before == after else f"{where}: migrated {before or 'empty'} -> {after}")
 
 
+@db.command("rebuild-summaries")
+@pass_app
+def db_rebuild_summaries(app: App) -> None:
+    """Recompute the monthly summaries from the base rows, in one transaction.
+
+    Triggers keep them exact on every write, so this is a repair for what `status --check`
+    would report (a summary changed by hand, a restored file); it prints how many rows were
+    wrong. Safe to run at any time: reports read the old or the new summaries, never a mix.
+    """
+    from etl import summaries
+    from etl.db import display_url
+
+    with app.writer_lock():
+        engine = app.engine()
+        with engine.connect() as conn, conn.execution_options(sqlite_begin="IMMEDIATE").begin():
+            changed = summaries.rebuild(conn)
+        engine.dispose()
+    fixed = sum(changed.values())
+    detail = ", ".join(f"{name}: {n}" for name, n in changed.items() if n)
+    click.echo(f"{display_url(app.config.warehouse_url)}: summaries rebuilt; "
+               + (f"{fixed} row(s) were wrong, missing or extra ({detail})" if fixed else "they were already exact"))
+
+
 @db.command("copy")
 @click.option("--to", "target_url", required=True, metavar="URL", help="The warehouse to copy into, e.g. postgresql+psycopg://writer@db.example/archive.")
 @click.option("--merge", is_flag=True, help="Add to a target that already holds rows (idempotent upserts); to finish or repeat a copy.")

@@ -11,7 +11,8 @@ surrogate id (runs, raw responses, history versions, credit snapshots) names a d
 thing in the target than in the source means the target is another archive; merging would
 tie one archive's days to the other's runs, so that is refused before anything is written.
 Afterwards the copy is verified: row counts per table, and per day the row count and the
-sums of every metric, must equal the source's (for ``merge``, on the source's days).
+sums of every metric, must equal the source's (for ``merge``, on the source's days), and the
+target's monthly summaries (kept by its triggers, not copied) must match its rows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy import BigInteger, Connection, Engine, Float, Integer, Table, ca
 
 from etl.db import upsert
 from etl.errors import CopyRefused, CopyVerificationFailed, WarehouseError
-from etl.schema import ACTIVITY_METRICS, metadata
+from etl.schema import ACTIVITY_METRICS, SUMMARY_TABLES, metadata
 
 BATCH_ROWS = 2_000
 MONEY_TOLERANCE = 1e-6  # USD: the same floats summed in another order
@@ -45,8 +46,10 @@ class CopyReport:
 
 
 def tables() -> list[Table]:
-    """Every table of the archive, parents first."""
-    return list(metadata.sorted_tables)
+    """Every table of the archive, parents first; not the monthly summaries, which the
+    target's own triggers derive from the rows copied (and ``verify`` checks)."""
+    derived = {t.name for t in SUMMARY_TABLES.values()}
+    return [t for t in metadata.sorted_tables if t.name not in derived]
 
 
 def _surrogate(table: Table) -> bool:
@@ -153,6 +156,11 @@ def verify(source: Connection, target: Connection, merge: bool) -> int:
             checked += 1
             if not _same(sums, other.get(day, ())):
                 problems.append(f"{table.name} {day}: rows and sums {sums} in the source, {other.get(day)} in the target")
+    from etl import summaries
+
+    if summaries.tables_present(target):
+        stale = summaries.verify(target, "0000-00", "9999-99")
+        problems += [f"{s['table']} {s['month']}: the summary differs from the rows copied" for s in stale]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; … {len(problems) - 5} more" if len(problems) > 5 else "")
         raise CopyVerificationFailed(f"the copy does not match the source: {shown}")

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Connection, Float, Select, Table, and_, cast, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Connection, Select, Table, and_, cast, func, or_, select
 
 from etl import metrics as metric_names
 from etl.db import glob_match, glob_matches, iso_week, model_variant
 from etl.errors import BadArgument
-from etl.schema import BREAKDOWN_SUBJECTS, BREAKDOWN_TABLES, activity, api_keys
+from etl.schema import BREAKDOWN_SUBJECTS, BREAKDOWN_TABLES, SUMMARY_COUNTS, SUMMARY_MONEY, SUMMARY_TABLES, activity, api_keys
+from etl.summaries import tables_present, units, usd
 
 def _dimensions(t: Table) -> dict[str, ColumnElement[Any]]:
     return {
@@ -50,8 +51,10 @@ def _count(expr: ColumnElement[Any]) -> ColumnElement[int]:
     return cast(func.coalesce(func.sum(expr), 0), BigInteger)
 
 
-def _money(expr: ColumnElement[Any]) -> ColumnElement[float]:
-    return cast(func.coalesce(func.sum(expr), 0.0), Float)
+def _money(expr: ColumnElement[Any]) -> ColumnElement[int]:
+    # Whole units of 1e-10 USD (etl/summaries.py): integer sums are exact in any order, so
+    # the summaries' path and this one give the very same amounts; ``usd`` turns them back.
+    return cast(func.coalesce(func.sum(units(expr)), 0), BigInteger)
 
 
 def _metrics(t: Table) -> dict[str, ColumnElement[Any]]:
@@ -222,12 +225,16 @@ def _pattern(column: ColumnElement[Any], patterns: Sequence[str]) -> ColumnEleme
 # -- queries ------------------------------------------------------------------------------
 
 
-def filters(spec: ReportSpec, key_hashes: Sequence[str] | None = None) -> list[ColumnElement[bool]]:
-    t = spec.table
+def filters(spec: ReportSpec, key_hashes: Sequence[str] | None = None, *, dates: bool = True) -> list[ColumnElement[bool]]:
+    return _filters(spec, spec.table, key_hashes, dates=dates)
+
+
+def _filters(spec: ReportSpec, t: Table, key_hashes: Sequence[str] | None, *, dates: bool = True) -> list[ColumnElement[bool]]:
+    """The spec's filters on ``t`` (a base table or its summary); ``dates``: also its range."""
     where: list[ColumnElement[bool]] = []
-    if spec.since:
+    if dates and spec.since:
         where.append(t.c.date >= spec.since)
-    if spec.until:
+    if dates and spec.until:
         where.append(t.c.date <= spec.until)
     if spec.models:
         where.append(_pattern(t.c.model, spec.models))
@@ -281,7 +288,7 @@ def run_report(conn: Connection, spec: ReportSpec) -> Report:
     names = key_names(conn) if spec.breakdown == "key" else {}
     key_hashes = resolve_keys(names, spec.keys) if spec.keys else None
     # `app` is in the Analytics API's app series only: no /activity rows to start from.
-    rows = [] if "app" in spec.group_by else [dict(r) for r in conn.execute(build_query(spec, key_hashes)).mappings()]
+    rows = [] if "app" in spec.group_by else grouped_rows(conn, spec, key_hashes)
     if "key" in spec.group_by:  # rows show the key's name, not its hash
         for row in rows:
             row["key"] = names.get(row["key"], row["key"])
@@ -294,6 +301,91 @@ def run_report(conn: Connection, spec: ReportSpec) -> Report:
     if spec.top is not None:
         rows = exact_money(fold_top(rows, spec.group_by, spec.top, spec.sort_metric))
     return Report(spec, order_rows(rows, spec), totals, note)
+
+
+def grouped_rows(conn: Connection, spec: ReportSpec, key_hashes: Sequence[str] | None = None, *, fast: bool = True) -> list[dict[str, Any]]:
+    """One row per group, money in USD rounded to 1e-9: from the monthly summaries for the
+    whole months of the range and the base rows for the rest (``fast``), or from the base
+    rows alone. Both give the very same numbers: every sum is of whole units."""
+    span = summary_span(spec) if fast else None
+    if span is not None and tables_present(conn, [SUMMARY_TABLES[spec.table.name].name]):
+        rows = _summary_rows(conn, spec, key_hashes, *span)
+    else:
+        rows = [dict(r) for r in conn.execute(build_query(spec, key_hashes)).mappings()]
+    for row in rows:
+        for m in MONEY:
+            row[m] = usd(row[m])
+    return rows
+
+
+SUMMARY_GROUPS = {"month", "year", "model", "permaslug", "provider", *BREAKDOWN_DIMENSIONS}
+
+
+def summary_span(spec: ReportSpec) -> tuple[str | None, str | None, list[tuple[str, str]]] | None:
+    """Whole months of the spec's range (first, last; None: open) and the day ranges left
+    at its edges, or None when the summaries cannot help (a group they lack, no whole month)."""
+    if any(g not in SUMMARY_GROUPS for g in spec.group_by):
+        return None
+    edges: list[tuple[str, str]] = []
+    first = last = None
+    if spec.since:
+        start = parse_day(spec.since)
+        first = spec.since[:7] if start.day == 1 else _month_after(start).isoformat()[:7]
+        if start.day != 1:
+            end = _month_after(start) - timedelta(days=1)
+            edges.append((spec.since, min(end.isoformat(), spec.until or end.isoformat())))
+    if spec.until:
+        stop = parse_day(spec.until)
+        whole = (stop + timedelta(days=1)).day == 1
+        last = spec.until[:7] if whole else (stop.replace(day=1) - timedelta(days=1)).isoformat()[:7]
+        if not whole:
+            begin = stop.replace(day=1).isoformat()
+            edges.append((max(begin, spec.since or begin), spec.until))
+    if first is not None and last is not None and first > last:
+        return None  # no whole month inside the range
+    return first, last, sorted(set(edges))
+
+
+def _month_after(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+def _summary_rows(
+    conn: Connection, spec: ReportSpec, key_hashes: Sequence[str] | None, first: str | None, last: str | None, edges: list[tuple[str, str]],
+) -> list[dict[str, Any]]:
+    s = SUMMARY_TABLES[spec.table.name]
+    dims = [_summary_dimension(name, s).label(name) for name in spec.group_by]
+    sums = {
+        **{m: cast(func.sum(s.c[column]), BigInteger) for m, column in SUMMARY_MONEY.items()},
+        **{m: cast(func.sum(s.c[m]), BigInteger) for m in SUMMARY_COUNTS},
+        "total_tokens": cast(func.sum(s.c.prompt_tokens + s.c.completion_tokens), BigInteger),
+    }
+    where = _filters(spec, s, key_hashes, dates=False)
+    if first:
+        where.append(s.c.month >= first)
+    if last:
+        where.append(s.c.month <= last)
+    query = select(*dims, *(sums[m].label(m) for m in METRICS)).group_by(*dims)
+    rows = {tuple(r[g] for g in spec.group_by): dict(r) for r in conn.execute(query.where(*where) if where else query).mappings()}
+    if edges:
+        t = spec.table
+        days = or_(*(and_(t.c.date >= a, t.c.date <= b) for a, b in edges))
+        edge = build_query(replace(spec, since=None, until=None), key_hashes).where(days)
+        for r in conn.execute(edge).mappings():
+            key = tuple(r[g] for g in spec.group_by)
+            if key in rows:
+                for m in METRICS:
+                    rows[key][m] += r[m]
+            else:
+                rows[key] = dict(r)
+    return [{**r, **{m: int(r[m]) for m in METRICS}} for r in rows.values()]
+
+
+def _summary_dimension(name: str, s: Table) -> ColumnElement[Any]:
+    if name in BREAKDOWN_DIMENSIONS:
+        return s.c[BREAKDOWN_SUBJECTS[name]]
+    return {"month": s.c.month, "year": func.substr(s.c.month, 1, 4), "model": s.c.model,
+            "permaslug": s.c.model_permaslug, "provider": s.c.provider_name}[name]
 
 
 MONEY_DIGITS = 9  # amounts are rounded to 1e-9 USD: far below a cent, far above float noise

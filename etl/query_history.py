@@ -165,8 +165,13 @@ def check(spec: Any) -> None:
 
 
 def model_map(conn: Connection) -> dict[tuple[str, str], str]:
-    """(permaslug, variant) -> model id, from the pairs ``activity`` holds."""
-    pairs = conn.execute(select(activity.c.model_permaslug, activity.c.model).distinct())
+    """(permaslug, variant) -> model id, from the pairs ``activity`` holds (read from its
+    monthly summary where there is one: the same pairs, without a scan of every row)."""
+    from etl.schema import activity_monthly
+    from etl.summaries import tables_present
+
+    t = activity_monthly if tables_present(conn) else activity
+    pairs = conn.execute(select(t.c.model_permaslug, t.c.model).distinct())
     return {(permaslug, variant(model)): model for permaslug, model in pairs}
 
 

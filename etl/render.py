@@ -132,6 +132,11 @@ def status_lines(s: ArchiveStatus) -> list[str]:
             lines.append(f"              {m['date']} {m['metric']}: account {m['account']}, per-{name} sum {m['breakdown_sum']} ({m['difference']:+})")
         if len(bad) > 8:
             lines.append(f"              … {len(bad) - 8} more (status --json lists them all)")
+    if s.summaries:
+        first, last = s.summaries["months"]
+        bad = s.summaries["mismatches"]
+        months = first if first == last else f"{first} .. {last}"
+        lines.append(f"{'summaries':<14}{months}: " + (f"{len(bad)} summary row(s) differ from the base rows" if bad else "equal to the base rows"))
     from etl.status_analytics import lines as analytics_lines
 
     lines += analytics_lines(s.analytics, s.reconciliation)

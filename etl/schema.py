@@ -405,3 +405,36 @@ alert_notifications = Table(
     Column("sent_at", UTCDateTime),
     Column("last_error", Text),
 )
+
+
+# -- monthly summaries (issue 13), migration 0008 ------------------------------------------
+# Per month and (subject,) model, permaslug and provider: the row count and the sums of each
+# metric, kept exact by triggers on the base table (etl/summaries.py) so that any writer,
+# the load path or a hand-written INSERT, keeps them current in its own transaction. Money
+# is summed as whole units of 1e-10 USD (etl/summaries.py: MONEY_UNITS), so that a sum of
+# monthly sums is the very same number as one flat sum over the rows.
+SUMMARY_MONEY = {"usage": "usage_units", "byok_usage_inference": "byok_usage_units"}
+SUMMARY_COUNTS = ("requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
+SUMMARY_DIMENSIONS = ("model", "model_permaslug", "provider_name")
+
+
+def _summary_table(base: Table, subject: str | None) -> Table:
+    return Table(
+        f"{base.name}_monthly",
+        metadata,
+        Column("month", String(7), primary_key=True),  # YYYY-MM
+        *([Column(subject, String(200), primary_key=True)] if subject else []),
+        *(Column(name, String(200), primary_key=True) for name in SUMMARY_DIMENSIONS),
+        Column("row_count", BigInteger, nullable=False),
+        *(Column(name, BigInteger, nullable=False) for name in SUMMARY_MONEY.values()),
+        *(Column(name, BigInteger, nullable=False) for name in SUMMARY_COUNTS),  # cached_tokens: NULL counts 0
+    )
+
+
+activity_monthly = _summary_table(activity, None)
+SUMMARY_TABLES = {activity.name: activity_monthly}
+SUMMARY_SUBJECTS: dict[str, str | None] = {activity.name: None}
+for _breakdown, _table in BREAKDOWN_TABLES.items():
+    SUMMARY_TABLES[_table.name] = _summary_table(_table, BREAKDOWN_SUBJECTS[_breakdown])
+    SUMMARY_SUBJECTS[_table.name] = BREAKDOWN_SUBJECTS[_breakdown]
+activity_by_key_monthly = SUMMARY_TABLES[activity_by_key.name]

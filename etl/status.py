@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Engine, Float, Table, and_, cast, func, null, select
+from sqlalchemy import BigInteger, Connection, Engine, Float, Table, and_, cast, func, null, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl.db import describe_failure, sqlite_path, storage_facts, structure_check
@@ -27,6 +27,7 @@ from etl.schema import (
     BREAKDOWN_SUBJECTS,
     BREAKDOWN_TABLES,
     HISTORY_TABLES,
+    SUMMARY_TABLES,
     activity,
     archived_breakdown_days,
     archived_days,
@@ -136,11 +137,14 @@ def compare_sums(account: dict[str, dict[str, Any]], split: dict[str, dict[str, 
     return mismatches
 
 
-def check_breakdowns(conn: Connection) -> dict[str, dict[str, Any]]:
-    """For the key and workspace breakdowns: per day archived both ways, sums vs account totals.
+def check_breakdowns(conn: Connection, first: str | None = None) -> dict[str, dict[str, Any]]:
+    """For the key and workspace breakdowns: per day archived both ways (from ``first`` on,
+    the API window for ``status``), sums vs account totals.
 
     A difference means the split misses something (a key deleted before it was listed,
-    late data fetched for one and not the other) and is worth a look.
+    late data fetched for one and not the other) and is worth a look while the day can
+    still be fetched again; older days were checked while they were in the window, and
+    checking them at every status would make it as slow as the archive is long.
     """
     def sums(table: Any, days: Any) -> dict[str, dict[str, Any]]:
         # Cast: PostgreSQL's sum(bigint) is numeric, a Decimal that JSON refuses.
@@ -156,6 +160,8 @@ def check_breakdowns(conn: Connection) -> dict[str, dict[str, Any]]:
             .where(archived_breakdown_days.c.date.in_(select(archived_days.c.date)))
             .distinct()
         )
+        if first is not None:
+            marked = marked.where(archived_breakdown_days.c.date >= first)
         days = [d for (d,) in conn.execute(marked)]
         if not days:
             continue
@@ -186,19 +192,51 @@ def history_counts(conn: Connection) -> dict[str, dict[str, Any]]:
 
 
 def miscounted_days(conn: Connection, revision: str) -> list[dict[str, Any]]:
-    """Archived days (per breakdown subject) whose current rows are not as many as the latest answer listed."""
-    found = _miscounted(conn, activity, archived_days, [], None)
+    """Archived days (per breakdown subject) whose current rows are not as many as the latest answer listed.
+
+    From revision 0008 on, the monthly summaries count the rows: only the months whose
+    marks and summaries disagree are counted day by day, so this reads the marks and the
+    summaries, not every row of the archive.
+    """
+    summarised = revision >= "0008"
+    found = _miscounted(conn, activity, archived_days, [], None, summarised)
     if revision >= "0003":
         for breakdown, table in BREAKDOWN_TABLES.items():
             column = None if breakdown == "workspace" else BREAKDOWN_SUBJECTS[breakdown]  # "*": all workspaces
-            found += _miscounted(conn, table, archived_breakdown_days, [archived_breakdown_days.c.breakdown == breakdown], column)
+            found += _miscounted(conn, table, archived_breakdown_days, [archived_breakdown_days.c.breakdown == breakdown], column, summarised)
     return found
 
 
-def _miscounted(conn: Connection, table: Table, marks: Table, where: list[Any], column: str | None) -> list[dict[str, Any]]:
+def _suspect_months(conn: Connection, table: Table, marks: Table, where: list[Any], column: str | None) -> list[str]:
+    """Months whose marks' row counts add up to another number than the summary's rows.
+
+    A month of miscounted days shows here unless its days err by amounts that cancel out
+    exactly; the miscounts older versions made were all excess rows, which never cancel.
+    """
+    summary = SUMMARY_TABLES[table.name]
+    month = func.substr(marks.c.date, 1, 7)
+    group = [month, *([marks.c.subject] if column else [])]
+    marked = {tuple(r[:-1]): int(r[-1]) for r in conn.execute(select(*group, func.sum(marks.c.row_count)).where(*where).group_by(*group))}
+    held_group = [summary.c.month, *([summary.c[column]] if column else [])]
+    held = {tuple(r[:-1]): int(r[-1]) for r in conn.execute(select(*held_group, func.sum(summary.c.row_count)).group_by(*held_group))}
+    return sorted({key[0] for key, n in marked.items() if held.get(key, 0) != n})
+
+
+def _miscounted(
+    conn: Connection, table: Table, marks: Table, where: list[Any], column: str | None, summarised: bool = False,
+) -> list[dict[str, Any]]:
     """Marks whose row_count differs from the current rows of their day (and subject, if ``column``)."""
+    if summarised:
+        months = _suspect_months(conn, table, marks, where, column)
+        if not months:
+            return []
+        days = or_(*(and_(marks.c.date >= f"{m}-01", marks.c.date <= f"{m}-32") for m in months))
+        where = [*where, days]
     group = [table.c.date, *([table.c[column]] if column else [])]
-    counts = select(*group, func.count().label("n")).group_by(*group).subquery()
+    rows = select(*group, func.count().label("n"))
+    if summarised:
+        rows = rows.where(or_(*(and_(table.c.date >= f"{m}-01", table.c.date <= f"{m}-32") for m in months)))
+    counts = rows.group_by(*group).subquery()
     on = [counts.c.date == marks.c.date, *([counts.c[column] == marks.c.subject] if column else [])]
     held = func.coalesce(counts.c.n, 0)
     subject = marks.c.subject if "subject" in marks.c else null()
@@ -252,6 +290,7 @@ class ArchiveStatus:
     reconciliation: dict[str, Any] = field(default_factory=dict)  # /activity vs the Analytics API
     integrity_check: str | None = None  # how it was checked (quick_check, amcheck), or why it was not
     server_version: str | None = None  # PostgreSQL's; None for a SQLite file
+    summaries: dict[str, Any] = field(default_factory=dict)  # the window's months: summaries vs base rows
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -300,6 +339,10 @@ def read_status(engine: Engine, today: date, health: HealthConfig | None = None,
     )
     status.problems += describe_miscounts(status.miscounted_days, status.schema_revision)
     status.problems += analytics_problems(status.reconciliation)
+    if status.summaries:
+        from etl.summaries import describe
+
+        status.problems += describe(status.summaries["mismatches"], *status.summaries["months"])
     return status
 
 
@@ -328,7 +371,11 @@ def _read(engine: Engine, today: date) -> ArchiveStatus:
         days = list(conn.execute(select(archived_days.c.date, archived_days.c.row_count)))
         status.days_archived = len(days)
         status.empty_days = sum(1 for _, n in days if n == 0)
-        status.rows = conn.execute(select(func.count()).select_from(activity)).scalar_one()
+        summarised = status.schema_revision >= "0008"
+        if summarised:  # the summaries count the rows: no scan of the whole table
+            status.rows = int(conn.execute(select(func.coalesce(func.sum(SUMMARY_TABLES[activity.name].c.row_count), 0))).scalar_one())
+        else:
+            status.rows = conn.execute(select(func.count()).select_from(activity)).scalar_one()
         if days:
             status.first_day = min(d for d, _ in days)
             status.last_day = max(d for d, _ in days)
@@ -349,10 +396,15 @@ def _read(engine: Engine, today: date) -> ArchiveStatus:
         success = conn.execute(select(func.max(sync_runs.c.finished_at)).where(sync_runs.c.outcome == "ok")).scalar()
         status.last_success_at = success.isoformat() if success else None
         if status.schema_revision >= "0003":
-            status.breakdowns = check_breakdowns(conn)
+            status.breakdowns = check_breakdowns(conn, window_first.isoformat())
         if status.schema_revision >= "0004":
             status.history = history_counts(conn)
         status.miscounted_days = miscounted_days(conn, status.schema_revision)
+        if summarised:
+            from etl import summaries
+
+            months = (window_first.isoformat()[:7], window_last.isoformat()[:7])
+            status.summaries = {"months": list(months), "mismatches": summaries.verify(conn, *months)}
         if status.schema_revision >= "0005":
             status.analytics, status.reconciliation = analytics_coverage(conn, today), reconcile(conn)
         snap = conn.execute(select(credits_snapshots).order_by(credits_snapshots.c.id.desc()).limit(1)).mappings().first()

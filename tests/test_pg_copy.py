@@ -146,8 +146,11 @@ def test_every_table_of_the_schema_is_copied():
     """Tables added by later migrations are picked up from the metadata, parents first."""
     from etl.copy import tables
 
+    from etl.schema import SUMMARY_TABLES
+
     names = [t.name for t in tables()]
-    assert set(names) == set(metadata.tables)
+    # The monthly summaries are derived: the target's triggers make them from the rows copied.
+    assert set(names) == set(metadata.tables) - {t.name for t in SUMMARY_TABLES.values()}
     for i, table in enumerate(tables()):
         for fk in table.foreign_keys:
             assert names.index(fk.column.table.name) <= i

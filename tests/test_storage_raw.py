@@ -211,7 +211,7 @@ def test_migration_moves_every_body_deduplicated_and_the_downgrade_puts_them_bac
         conn.execute(text(f"INSERT INTO archived_days VALUES ('{days[1]}', 150, '2026-11-21 00:30:00', '2026-11-21 00:30:00', 1, {ids[0]})"))
     before = query(warehouse_url, "SELECT id, run_id, fetched_at, endpoint, params, status, content_type, encoding, body, body_bytes, sha256 FROM raw_responses ORDER BY id")
 
-    migrate.upgrade(engine)
+    migrate.upgrade(engine, "0007")
     assert migrate.current_revision(engine) == "0007"
     with engine.connect() as conn:
         assert [warehouse.read_raw(conn, i) for i in ids] == bodies
