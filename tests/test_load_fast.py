@@ -296,3 +296,24 @@ def test_a_naive_timestamp_is_refused_and_nothing_is_written(engine):
             warehouse.save_rows(conn, activity, day, rows_for(day, "ep-a"), now=datetime(2026, 11, 22, 1, 0))
     assert read(engine, "SELECT count(*) FROM activity") == [(0,)]
 
+
+
+def test_a_series_day_that_loses_two_models_retires_both(engine):
+    # The subjects of a series day are a tuple scope (an IN list); moving two vanished rows
+    # to history used to send that IN list's expanding parameter to an executemany, which
+    # SQLAlchemy refuses: the whole day's transaction failed.
+    day = DAYS[0]
+    account = analytics.SERIES["account"]
+
+    def answer(*models: str) -> list[tuple[str, list[dict[str, Any]], None]]:
+        rows = [{"series": "account", "subject": "*", "date": day, "model": m, "variant": "",
+                 **dict.fromkeys(ANALYTICS_AMOUNTS, 0.5), **dict.fromkeys(ANALYTICS_COUNTS, 1)} for m in models]
+        return [("*", rows, None)]
+
+    with engine.begin() as conn:
+        analytics.save_series_day(conn, account, answer(*MODELS), day, now=NOW, run_id=None)
+    with engine.begin() as conn:
+        written = analytics.save_series_day(conn, account, answer(), day, now=NOW + timedelta(hours=1), run_id=None)
+    assert (written.inserted, written.updated, written.unchanged, written.retired) == (0, 0, 0, 2)
+    assert read(engine, "SELECT count(*) FROM analytics_daily") == [(0,)]
+    assert read(engine, "SELECT model, reason FROM analytics_daily_history ORDER BY model") == [(m, "retired") for m in sorted(MODELS)]
