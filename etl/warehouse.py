@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -56,41 +56,45 @@ class RowDiff:
     vanished: list[tuple[Any, ...]] = field(default_factory=list)  # keys of archived rows the API no longer lists
 
 
-def _getter(columns: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    """The values of ``columns`` of a row, always as a tuple (itemgetter gives a bare value for one)."""
-    if len(columns) == 1:
-        (only,) = columns
-        return lambda row: (row[only],)
-    return itemgetter(*columns)
-
-
 def diff_rows(
     existing: Mapping[tuple[Any, ...], Sequence[Any]],
-    incoming: Iterable[Mapping[str, Any]],
+    incoming: Sequence[Mapping[str, Any]],
     key: Sequence[str] = ("endpoint_id",),
     compared: Sequence[str] = _COMPARED,
 ) -> RowDiff:
     """Classify incoming rows against existing ones of the same day and scope.
 
     ``existing`` maps the values of ``key`` to the values of ``compared`` in that order.
-    Rows are classified as given, not copied.
     """
-    ident_of, values_of = _getter(key), _getter(compared)
+    return _classify([(*k, *v) for k, v in existing.items()], incoming, key, compared)
+
+
+def _classify(
+    current: Iterable[tuple[Any, ...]], incoming: Sequence[Mapping[str, Any]], key: Sequence[str], compared: Sequence[str],
+) -> RowDiff:
+    """``diff_rows`` for current rows as the database gives them: tuples of ``key`` then ``compared``.
+
+    A row is unchanged when its whole tuple is among the current ones (a key identifies one
+    row in the scope), so the usual re-sync, nothing changed, costs a tuple and a hash per
+    row and one set comparison; only rows that differ are told apart (new, or revised) by
+    their key. Rows are classified as given, not copied.
+    """
+    n = len(key)
+    held = set(current)
+    if not held:  # a new day (or scope): every row is new, nothing to compare
+        return RowDiff(inserted=list(incoming))
+    values = list(map(itemgetter(*key, *compared), incoming))  # two or more names: always a tuple
+    listed = set(values)
+    if listed == held and len(listed) == len(values):
+        return RowDiff(unchanged=len(values))  # every current row listed once again, as it was
+    differ = [i for i, v in enumerate(values) if v not in held]
+    unchanged = len(values) - len(differ)
+    keys = {r[:n] for r in held}
     inserted: list[Mapping[str, Any]] = []
     updated: list[Mapping[str, Any]] = []
-    seen: set[tuple[Any, ...]] = set()
-    unchanged = 0
-    for row in incoming:
-        ident = ident_of(row)
-        seen.add(ident)
-        old = existing.get(ident)
-        if old is None:
-            inserted.append(row)
-        elif tuple(old) != values_of(row):
-            updated.append(row)
-        else:
-            unchanged += 1
-    vanished = sorted(set(existing) - seen)
+    for i in differ:
+        (updated if values[i][:n] in keys else inserted).append(incoming[i])
+    vanished = sorted(keys - {v[:n] for v in values})
     return RowDiff(inserted, updated, unchanged, vanished)
 
 
@@ -140,9 +144,12 @@ def save_rows(
     fixed = {c: v for c, v in scope.items() if not isinstance(v, tuple)}
     shape = tuple((c, len(v) if isinstance(v, tuple) else None) for c, v in scope.items())
     current = _current_rows(conn.dialect, table, tuple(key), tuple(compared), shape)
-    n = len(key)
-    existing = {tuple(r[:n]): tuple(r[n:]) for r in conn.exec_driver_sql(current.sql, current.bind(_scope_values(day, scope)))}
-    diff = diff_rows(existing, rows, key, compared)
+    result = conn.exec_driver_sql(current.sql, current.bind(_scope_values(day, scope)))
+    try:
+        fetched = result.cursor.fetchall()  # the driver's tuples as they are: no Row objects to build
+    finally:
+        result.close()
+    diff = _classify(fetched, rows, key, compared)
     revised = [tuple(r[k] for k in key) for r in diff.updated]
     if revised or diff.vanished:
         _supersede(conn, table, where, key, revised, diff.vanished, now, run_id, raw_response_id)
@@ -260,11 +267,9 @@ def _mark(
     run_id: int | None, raw_response_id: int | None,
 ) -> None:
     """Record a fetched day (keeping when it was first archived), even one without rows."""
-    stmt = upsert(conn.engine, table, tuple(key), ("row_count", "last_fetched_at", "run_id", "raw_response_id"))
-    conn.execute(
-        stmt,
-        {**key, "row_count": row_count, "first_archived_at": now, "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_response_id},
-    )
+    values = {**key, "row_count": row_count, "first_archived_at": now, "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_response_id}
+    stmt = _upsert_statement(conn.dialect, table, tuple(key), ("row_count", "last_fetched_at", "run_id", "raw_response_id"), tuple(values))
+    conn.exec_driver_sql(stmt.sql, stmt.bind(values))
 
 
 def save_keys(conn: Connection, keys: Iterable[Mapping[str, Any]], now: datetime) -> int:
