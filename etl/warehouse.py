@@ -83,10 +83,11 @@ def _classify(
     held = set(current)
     if not held:  # a new day (or scope): every row is new, nothing to compare
         return RowDiff(inserted=list(incoming))
-    values = list(map(itemgetter(*key, *compared), incoming))  # two or more names: always a tuple
-    listed = set(values)
-    if listed == held and len(listed) == len(values):
-        return RowDiff(unchanged=len(values))  # every current row listed once again, as it was
+    row_values = itemgetter(*key, *compared)  # two or more names: always a tuple
+    listed = set(map(row_values, incoming))
+    if listed == held and len(listed) == len(incoming):
+        return RowDiff(unchanged=len(incoming))  # every current row listed once again, as it was
+    values = list(map(row_values, incoming))
     differ = [i for i, v in enumerate(values) if v not in held]
     unchanged = len(values) - len(differ)
     keys = {r[:n] for r in held}
