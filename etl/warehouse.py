@@ -83,7 +83,8 @@ def _classify(
     held = set(current)
     if not held:  # a new day (or scope): every row is new, nothing to compare
         return RowDiff(inserted=list(incoming))
-    row_values = itemgetter(*key, *compared)  # two or more names: always a tuple
+    names = (*key, *compared)
+    row_values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)  # always a tuple
     listed = set(map(row_values, incoming))
     if listed == held and len(listed) == len(incoming):
         return RowDiff(unchanged=len(incoming))  # every current row listed once again, as it was
