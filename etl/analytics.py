@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Table, select
 
@@ -307,8 +307,8 @@ class AnalyticsResult:
 # -- the run -----------------------------------------------------------------------------------
 
 
-class AnalyticsProgress:
-    """What a run reports as it goes (a progress bar on a terminal); this one ignores it all."""
+class AnalyticsProgress(Protocol):
+    """What a run reports as it goes: the CLI's progress bar on a terminal (etl/render.py)."""
 
     def planned(self, series: str, days: int) -> None:
         """``days`` (subject, day) pairs of ``series`` are to be fetched."""
@@ -318,6 +318,17 @@ class AnalyticsProgress:
 
     def loaded(self, series: str) -> None:
         """The series is written."""
+
+
+class _Silent:
+    def planned(self, series: str, days: int) -> None:
+        pass
+
+    def fetched(self, series: str, days: int) -> None:
+        pass
+
+    def loaded(self, series: str) -> None:
+        pass
 
 
 @dataclass
@@ -420,7 +431,7 @@ def run_analytics(
     Raises only Interrupted and WarehouseError (after committing the days already written).
     """
     started = time.monotonic()
-    progress = progress or AnalyticsProgress()
+    progress = progress or _Silent()
     result = AnalyticsResult()
     limiter = RateLimiter(settings.analytics_requests_per_minute, rate_window, stop)
     names = list(dict.fromkeys(settings.analytics_series))
@@ -539,7 +550,7 @@ def _fetch_series(
     included (OpenRouter counts those too), holds a slot of the rate limiter.
     """
     limit = settings.analytics_row_limit
-    progress = progress or AnalyticsProgress()
+    progress = progress or _Silent()
     done: list[_Fetch] = []
     lock = threading.Lock()
 
@@ -746,13 +757,21 @@ def save_series_days(conn: Connection, series: Series, days: list[_Day], *, run_
     marks: list[dict[str, Any]] = []
     for item in days:
         rows = [r for _, subject_rows, _ in item.answers for r in subject_rows]
-        diff = warehouse.diff_rows(existing.get(item.day, {}), rows, key, compared)
-        if diff.updated or diff.vanished:
-            out.append(save_series_day(conn, series, item.answers, item.day, now=item.now, run_id=run_id))
-            continue
-        fresh += [{**r, "date": item.day, "first_archived_at": item.now, "updated_at": item.now} for r in diff.inserted]
+        held = existing.get(item.day)
+        if held:
+            diff = warehouse.diff_rows(held, rows, key, compared)
+            if diff.updated or diff.vanished:
+                out.append(save_series_day(conn, series, item.answers, item.day, now=item.now, run_id=run_id))
+                continue
+            inserted, unchanged = diff.inserted, diff.unchanged
+        else:
+            inserted, unchanged = rows, 0  # nothing held for the day (a first sync): every row is new
+        stamp = {"date": item.day, "first_archived_at": item.now, "updated_at": item.now}
+        for row in inserted:
+            row.update(stamp)  # the rows are this run's own dicts (_rows), not the caller's data
+        fresh += inserted
         marks += _marks(series, item.answers, item.day, item.now, run_id)
-        out.append(warehouse.DayWrite(item.day, len(rows), len(diff.inserted), 0, diff.unchanged, 0))
+        out.append(warehouse.DayWrite(item.day, len(rows), len(inserted), 0, unchanged, 0))
     if fresh:
         pk = [c.name for c in table.primary_key.columns]
         conn.execute(upsert(conn.engine, table, pk, (*compared, "updated_at")), fresh)
@@ -781,8 +800,7 @@ def _rows(series: Series, subject: str, parsed: list[dict[str, Any]]) -> tuple[l
         return parsed, labels
     out = []
     seen: set[tuple[str, str]] = set()
-    for row in parsed:
-        row = dict(row)
+    for row in parsed:  # the parsed answer's own dicts, used by nothing else: completed in place
         label = row.pop(LABEL, None)
         if label:
             labels[subject] = label

@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl import warehouse
-from etl.analytics import AnalyticsResult
+from etl.analytics import AnalyticsProgress, AnalyticsResult
 from etl.breakdowns import BreakdownResult, details_json, run_breakdowns
 from etl.client import Fetched, OpenRouterClient
 from etl.config import SyncConfig
@@ -147,6 +147,7 @@ def run_sync(
     stop: threading.Event | None = None,
     settings: SyncConfig | None = None,
     subject_plan: Callable[[set[str]], list[date]] | None = None,
+    analytics_progress: AnalyticsProgress | None = None,
 ) -> SyncReport:
     """Fetch, validate and load ``days``; every day is archived whole or not at all.
 
@@ -188,7 +189,7 @@ def run_sync(
                 report.interrupted = isinstance(exc, Interrupted)
             report.interrupted = report.interrupted or stop.is_set()
         if settings is not None and settings.analytics_series and report.error is None:
-            _archive_analytics(engine, client, settings, report, days, today, now, stop)
+            _archive_analytics(engine, client, settings, report, days, today, now, stop, analytics_progress)
     except BaseException as exc:
         # Ctrl-C (KeyboardInterrupt) or a bug: record how the run ended, then let it go on.
         # Days already committed stay; the day being written rolled back.
@@ -231,7 +232,7 @@ class _Writer:
 
 def _archive_analytics(
     engine: Engine, client: OpenRouterClient, settings: SyncConfig, report: SyncReport, days: list[date],
-    today: date, now: Callable[[], datetime], stop: threading.Event,
+    today: date, now: Callable[[], datetime], stop: threading.Event, progress: AnalyticsProgress | None = None,
 ) -> None:
     """The Analytics API's series (etl/analytics.py); a backfill of the whole window refetches their whole reach."""
     from etl.analytics import run_analytics
@@ -240,7 +241,8 @@ def _archive_analytics(
     refetch = None if whole else (len(days) if report.trigger in ("backfill", "demo") else settings.refetch_days)
     try:
         with _writing(engine):
-            report.analytics = run_analytics(engine, client, settings, today, refetch_days=refetch, run_id=report.run_id, now=now, stop=stop)
+            report.analytics = run_analytics(engine, client, settings, today, refetch_days=refetch, run_id=report.run_id, now=now, stop=stop,
+                                             progress=progress)
     except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
         report.error = f"analytics: {exc}"
         report.interrupted = isinstance(exc, Interrupted)
