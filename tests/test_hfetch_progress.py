@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from conftest import FAST_CONFIG, KEY, REPO_ROOT
+from conftest import FAST_CONFIG, KEY
 from etl.render import DayPrinter
 from etl.standin import Dataset, StandIn
 from etl.window import utc_today
@@ -84,7 +84,7 @@ def test_a_bar_on_a_terminal_shows_the_series_and_days(server, tmp_path):
     reader.start()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "etl", "sync"], env=_environment(server, tmp_path), cwd=REPO_ROOT,
+            [sys.executable, "-m", "etl", "sync"], env=_environment(server, tmp_path), cwd=tmp_path,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=child, timeout=300,
         )
     finally:
