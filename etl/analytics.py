@@ -31,6 +31,7 @@ revisions move superseded versions to the history tables instead of counting twi
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -774,10 +775,32 @@ def save_series_days(conn: Connection, series: Series, days: list[_Day], *, run_
         out.append(warehouse.DayWrite(item.day, len(rows), len(inserted), 0, unchanged, 0))
     if fresh:
         pk = [c.name for c in table.primary_key.columns]
-        conn.execute(upsert(conn.engine, table, pk, (*compared, "updated_at")), fresh)
+        _execute_many(conn, table, upsert(conn.engine, table, pk, (*compared, "updated_at")), fresh)
     if marks:
         conn.execute(_mark_statement(conn), marks)
     return out
+
+
+def _execute_many(conn: Connection, table: Table, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    """``conn.execute(stmt, rows)`` for thousands of rows at half its cost.
+
+    The statement is compiled by SQLAlchemy as usual and each column's bind processor
+    applied as it would be (a timestamp once per distinct value: a day's rows share one);
+    only the per-row parameter bookkeeping, about half the CPU of a year's load, is skipped
+    by handing the driver the rows in the compiled statement's order.
+    """
+    compiled = stmt.compile(dialect=conn.dialect)
+    names: list[str] = list(compiled.positiontup) if compiled.positiontup else list(compiled.binds)
+    processors: dict[str, Callable[[Any], Any]] = {}
+    for name in names:
+        processor = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        if processor is not None:
+            processors[name] = functools.lru_cache(maxsize=64)(processor)  # timestamps: one value per day
+    if compiled.positiontup:
+        params: list[Any] = [tuple(processors[n](r[n]) if n in processors else r[n] for n in names) for r in rows]
+    else:
+        params = [{n: processors[n](r[n]) if n in processors else r[n] for n in names} for r in rows]
+    conn.exec_driver_sql(compiled.string, params)
 
 
 def _marks(series: Series, answers: list[tuple[str, list[dict[str, Any]], int | None]], day: str, now: datetime,

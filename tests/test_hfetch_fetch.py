@@ -334,3 +334,68 @@ def test_a_refusal_of_any_first_request_writes_no_analytics_at_all(dataset, ware
     assert query(warehouse_url, "SELECT count(*) FROM analytics_provider_daily") == [(0,)]
     assert query(warehouse_url, "SELECT count(*) FROM archived_analytics_days") == [(0,)]
     assert query(warehouse_url, "SELECT count(*) FROM archived_days") == [(30,)]
+
+
+def test_the_stand_in_without_granularity_gives_one_total_per_group(dataset):
+    analytics = Analytics(dataset)
+    body = {"metrics": ["request_count"], "dimensions": ["model"], "time_range": {"start": f"{LAST - timedelta(days=9)}T00:00:00Z", "end": f"{TODAY}T00:00:00Z"}}
+    rows = analytics.query(body, TODAY)["data"]["data"]
+    expected: dict[str, int] = defaultdict(int)
+    for n in range(10):
+        for fact in analytics.facts(LAST - timedelta(days=n)):
+            expected[fact.dims["model"]] += fact.values["request_count"]
+    assert {r["model"]: r["request_count"] for r in rows} == expected and len(rows) == len(expected)
+
+
+def test_the_stand_in_answers_a_year_asked_again_the_same(dataset):
+    # Its per-day cache must not change an answer: the same query twice, and by halves.
+    analytics = Analytics(dataset)
+    from etl.analytics import SERIES, query_body
+
+    whole = analytics.query(query_body(SERIES["app"], FIRST, LAST, 10_000), TODAY)["data"]["data"]
+    assert analytics.query(query_body(SERIES["app"], FIRST, LAST, 10_000), TODAY)["data"]["data"] == whole
+    middle = FIRST + timedelta(days=180)
+    halves = [analytics.query(query_body(SERIES["app"], a, b, 10_000), TODAY)["data"]["data"] for a, b in ((FIRST, middle), (middle + timedelta(days=1), LAST))]
+    assert halves[0] + halves[1] == whole
+    day = LAST - timedelta(days=3)
+    dataset.revise(day)  # a revised day is computed again
+    again = analytics.query(query_body(SERIES["app"], FIRST, LAST, 10_000), TODAY)["data"]["data"]
+    assert again == Analytics(dataset).query(query_body(SERIES["app"], FIRST, LAST, 10_000), TODAY)["data"]["data"]  # no cache
+    assert again != whole
+
+
+@pytest.mark.both_backends
+def test_the_bulk_upsert_stores_what_sqlalchemy_would(warehouse_url):
+    # _execute_many hands the driver the compiled statement's parameters itself: the stored
+    # rows (timestamps, NULLs, integers, an update on conflict) must be those of conn.execute.
+    from sqlalchemy import select
+
+    from etl.analytics import _execute_many
+    from etl.db import upsert
+    from etl.schema import ANALYTICS_COUNTS, analytics_daily
+
+    engine = open_engine(warehouse_url)
+    migrate.upgrade(engine)
+    moments = [datetime(2026, 11, 1, 12, 30, 15, 123456, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc)]
+
+    def rows(series: str, n: int) -> list[dict]:
+        out = []
+        for i in range(6):
+            row = {"series": series, "subject": f"s{i % 2}", "date": f"2026-01-0{1 + i % 3}", "model": f"m{i}", "variant": "" if i % 2 else "free"}
+            for j, metric in enumerate(ANALYTICS_METRICS):
+                row[metric] = (i * 1000 + j + n) if metric in ANALYTICS_COUNTS else (None if (i + j) % 4 == 0 else -0.1 * (i + j + n))
+            row["first_archived_at"] = row["updated_at"] = moments[n]
+            out.append(row)
+        return out
+
+    pk = [c.name for c in analytics_daily.primary_key.columns]
+    stmt = upsert(engine, analytics_daily, pk, (*ANALYTICS_METRICS, "updated_at"))
+    for n in (0, 1):  # the second pass updates every row on conflict
+        with engine.begin() as conn:
+            conn.execute(stmt, rows("plain", n))
+            _execute_many(conn, analytics_daily, stmt, rows("bulk", n))
+    with engine.connect() as conn:
+        stored = {s: sorted(tuple(v for k, v in r._mapping.items() if k != "series") for r in conn.execute(select(analytics_daily).where(analytics_daily.c.series == s)))
+                  for s in ("plain", "bulk")}
+    engine.dispose()
+    assert len(stored["bulk"]) == 6 and stored["bulk"] == stored["plain"]
