@@ -64,7 +64,7 @@ class Run:
     requests: Counter[str]
     rows: int
     splits: int
-    standin: float  # seconds the stand-in spent computing analytics answers
+    standin: float  # CPU seconds of this process meanwhile: the stand-in serving the sync
 
 
 def sync(api: StandIn, key: str, folder: Path, name: str, config: str, analytics: bool) -> Run:
@@ -81,12 +81,13 @@ def sync(api: StandIn, key: str, folder: Path, name: str, config: str, analytics
         "OPENROUTER_ARCHIVE_ANALYTICS": "on" if analytics else "off",
     }
     api.requests.clear()
-    api.analytics.busy_seconds = 0.0
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    api.analytics.forget_requests()  # each run is a first sync: no earlier run's requests count against its minute
+    limited = api.analytics.rate_limited
+    before, ours = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "etl", "-q", "sync"], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after, mine = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     if done.returncode != 0:
         sys.exit(f"sync failed:\n{done.stdout}\n{done.stderr}")
     with sqlite3.connect(db) as conn:
@@ -94,7 +95,10 @@ def sync(api: StandIn, key: str, folder: Path, name: str, config: str, analytics
     splits = sum(int(n) for n in re.findall(r"\((\d+) truncated answer\(s\) split\)", done.stdout))
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     requests = Counter(r.path.split("/api/v1/", 1)[-1] for r in api.requests)
-    return Run(wall, cpu, requests, rows, splits, api.analytics.busy_seconds)
+    if api.analytics.rate_limited != limited:
+        sys.exit(f"run {name} was answered 429 {api.analytics.rate_limited - limited} time(s): the archiver exceeded the rate limit")
+    standin = (mine.ru_utime - ours.ru_utime) + (mine.ru_stime - ours.ru_stime)
+    return Run(wall, cpu, requests, rows, splits, standin)
 
 
 def rows(analytics: Analytics, dims: tuple[str, ...], days: int, **match: str) -> int:
@@ -179,7 +183,7 @@ def main() -> None:
     print(f"  C against the minimum                requests {made / minimum_requests:.2f}x, wall time {wall / minimum_seconds:.2f}x (target 1.5x)")
     print(f"  C beyond the baseline                {wall - base:.2f}s wall, {cpu - median([r.cpu for r in results['A']]):.2f}s CPU for "
           f"{full[-1].rows:,} rows validated and stored ({full[-1].splits} truncated answer(s) split), "
-          f"the stand-in computing its answers {median([r.standin for r in full]):.2f}s")
+          f"the stand-in serving them {median([r.standin for r in full]):.2f}s CPU")
 
 
 if __name__ == "__main__":
