@@ -66,6 +66,8 @@ def bucket_day(value: object) -> str:
 
 def count(value: object) -> int:
     """A whole, non-negative count from an int, an integral double or an integral string."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:  # the usual case, first (a year is 100,000s of values)
+        return value
     if isinstance(value, bool):
         raise ValueError(f"must be a whole number, got {_show(value)}")
     if isinstance(value, str):
@@ -85,6 +87,8 @@ def count(value: object) -> int:
 
 def amount(value: object, *, negative: bool = True) -> float | None:
     """A finite number, or None for ``null``; numeric strings are accepted."""
+    if type(value) is float and math.isfinite(value) and (negative or value >= 0):  # the usual case, first
+        return value
     if value is None:
         return None
     if isinstance(value, bool):
@@ -148,6 +152,7 @@ def parse_answer(
     days: dict[str, list[dict[str, Any]]] = {}
     seen: dict[str, set[tuple[str, ...]]] = {}
     rejected: dict[str, str] = {}
+    lowest, highest = first.isoformat(), last.isoformat()
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise InvalidResponseError(f"analytics answer: row {index} is {type(row).__name__}, not an object")
@@ -157,7 +162,7 @@ def parse_answer(
             raise InvalidResponseError(f"analytics answer: row {index}: {bucket}: {exc}") from None
         if day in rejected:
             continue
-        if not first.isoformat() <= day <= last.isoformat():
+        if not lowest <= day <= highest:
             rejected[day] = f"the answer holds {day}, outside the range asked for ({first} .. {last})"
             continue
         try:
