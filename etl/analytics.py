@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -797,7 +798,14 @@ def _execute_many(conn: Connection, table: Table, stmt: Any, rows: list[dict[str
         if processor is not None:
             processors[name] = functools.lru_cache(maxsize=64)(processor)  # timestamps: one value per day
     if compiled.positiontup:
-        params: list[Any] = [tuple(processors[n](r[n]) if n in processors else r[n] for n in names) for r in rows]
+        pick = operator.itemgetter(*names)
+        processed = [(i, processors[n]) for i, n in enumerate(names) if n in processors]
+        params: list[Any] = []
+        for r in rows:
+            values = list(pick(r))
+            for i, process in processed:
+                values[i] = process(values[i])
+            params.append(tuple(values))
     else:
         params = [{n: processors[n](r[n]) if n in processors else r[n] for n in names} for r in rows]
     conn.exec_driver_sql(compiled.string, params)
