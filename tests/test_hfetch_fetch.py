@@ -399,3 +399,32 @@ def test_the_bulk_upsert_stores_what_sqlalchemy_would(warehouse_url):
                   for s in ("plain", "bulk")}
     engine.dispose()
     assert len(stored["bulk"]) == 6 and stored["bulk"] == stored["plain"]
+
+
+def test_a_stop_between_days_keeps_every_day_written_whole(dataset, tmp_path):
+    # The daemon's SIGTERM sets `stop`; the load checks it between two days of a series,
+    # commits the days it has prepared and stops: each of them whole with its mark, no other.
+    from etl.errors import Interrupted
+
+    stop = threading.Event()
+    calls = 0
+
+    def now() -> datetime:
+        nonlocal calls
+        calls += 1
+        if calls == 100:  # once per day prepared: stop while the 100th is being prepared
+            stop.set()
+        return datetime.now(timezone.utc)
+
+    with StandIn(dataset, management_key=KEY) as server:
+        url = f"sqlite:///{tmp_path / 'stop.db'}"
+        engine = open_engine(url)
+        migrate.upgrade(engine)
+        with OpenRouterClient(server.base_url, KEY) as client, pytest.raises(Interrupted):
+            run_analytics(engine, client, SyncConfig(analytics_series=("account",)), TODAY, refetch_days=None, run_id=None, now=now, stop=stop)
+        engine.dispose()
+        analytics = server.analytics
+    marked = [d for (d,) in query(url, "SELECT date FROM archived_analytics_days ORDER BY date")]
+    assert marked == YEAR[:100]
+    expected = {k: v for k, v in expected_daily(analytics).items() if k[0] == "account" and k[2] in set(marked)}
+    assert_same({k: v for k, v in stored_daily(url).items()}, expected)
