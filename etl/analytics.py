@@ -19,13 +19,17 @@ Per-subject series ask for the subject's label dimension too (key name, member e
 workspace name): the answer then carries the display label, kept in ``analytics_labels``
 while the rows are stored under the stable id.
 
-The API's rules: at most 2 dimensions; ``limit`` at most 10,000 rows and a ``truncated``
-answer never stored (the range is split, sized from the rows per day the cut answer
-showed, and asked again); the 365- and 31-day reaches; 64 requests a minute, paced here
-by a sliding window (429s and their ``Retry-After`` are the client's retry policy). A 403
+The API's rules: at most 2 dimensions; ``limit`` at most 10,000 rows, ranges cut to fit
+where the rows per day are known (``size_ranges``) and a ``truncated`` answer never stored
+(the range is split, sized from the rows per day the cut answer showed, and asked again);
+the 365- and 31-day reaches; 64 requests a minute, paced by ``RateLimiter`` (a slot per
+attempt, held until its answer is in; 429s and their ``Retry-After`` are the client's retry
+policy). All series are fetched at once, each written as soon as its answers are in. A 403
 or 404 means the key cannot use the Analytics API: the rest is skipped with one line and
-``/activity`` is archived as usual. Each (series, day) is written in one transaction, every
-subject with its ``archived_analytics_days`` mark, through ``warehouse.save_rows``, so
+``/activity`` is archived as usual; nothing is written before every series' first answer,
+so that a refusal leaves nothing half-archived. Each (series, day) is written whole, every
+subject with its ``archived_analytics_days`` mark, in transactions of several days
+(``save_series_days``; a day with revised rows through ``warehouse.save_rows``), so that
 revisions move superseded versions to the history tables instead of counting twice.
 """
 
