@@ -1,6 +1,6 @@
 """Breakdowns: the same completed days, split by API key, workspace or organisation member.
 
-What the API offers (2026, see ``shared/reference/api-notes.md``): ``/activity`` accepts
+What the API offers (2026; the stand-in, ``etl/standin``, serves the same): ``/activity`` accepts
 ``api_key_hash`` (SHA-256 hex from ``GET /keys``), ``user_id`` (org member) and
 ``group_by=workspace``, which adds ``workspace_id`` to each row. So:
 
@@ -9,7 +9,8 @@ What the API offers (2026, see ``shared/reference/api-notes.md``): ``/activity``
 * ``workspace``: one ``/activity?group_by=workspace`` request for every workspace;
 * ``member``: one ``/activity?user_id=`` request per configured member.
 
-Each request covers the whole window unless the subject needs a single day. Requests run
+Each request covers the whole window unless the subject needs a single day (the rule of
+``etl.context.plan_requests``); only the subject's planned days are validated. Requests run
 at most ``concurrency`` at a time and start at least ``pacing_seconds`` apart; a failure
 on one subject (after the client's retries) is reported and the others carry on. Each
 day of a breakdown is then written in one transaction, every subject's rows with their
@@ -35,16 +36,15 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine
-
 from etl import warehouse
-from etl.client import Fetched, OpenRouterClient
 from etl.config import SyncConfig
+from etl.context import Request, RunContext, plan_requests
 from etl.edges import Edge, Moment, WindowEvidence
 from etl.errors import ArchiveError, BadRequestError, Interrupted
+from etl.fetched import Fetched
 from etl.validate import ParsedActivity, parse_activity
 from etl.window import completed_window
 
@@ -114,6 +114,7 @@ class Subject:
     breakdown: str
     subject: str  # key hash, member id, or "*" for all workspaces
     days: tuple[date, ...]
+    request: Request  # what to ask for these days
 
     def params(self) -> dict[str, str]:
         if self.breakdown == "key":
@@ -124,16 +125,8 @@ class Subject:
 
 
 def run_breakdowns(
-    engine: Engine,
-    client: OpenRouterClient,
-    settings: SyncConfig,
-    today: date,
-    plan: Callable[[set[str]], list[date]],
-    *,
-    run_id: int | None,
-    now: Callable[[], datetime],
-    stop: threading.Event,
-    evidence: WindowEvidence | None = None,
+    ctx: RunContext, settings: SyncConfig, today: date, plan: Callable[[set[str]], list[date]],
+    *, evidence: WindowEvidence | None = None,
 ) -> list[BreakdownResult]:
     """Archive every configured breakdown; ``plan`` turns a subject's archived days into days to fetch.
 
@@ -143,54 +136,49 @@ def run_breakdowns(
     window = completed_window(today)
     evidence = evidence if evidence is not None else WindowEvidence()
     for breakdown in settings.breakdowns:
-        if stop.is_set():
+        if ctx.stop.is_set():
             break
         result = BreakdownResult(breakdown)
         results.append(result)
         try:
-            subjects = _subjects(engine, client, breakdown, settings, run_id, now, result)
+            subjects = _subjects(ctx, breakdown, settings, result)
         except ArchiveError as exc:
             result.errors.append(f"listing {breakdown} subjects: {exc}")
             continue
         result.subjects = len(subjects)
         todo = []
-        with engine.connect() as conn:
+        with ctx.engine.connect() as conn:
             for name in subjects:
                 have = warehouse.archived_breakdown_dates(conn, breakdown, name, window[0].isoformat(), window[1].isoformat())
                 days = plan(have)
-                if days:
-                    todo.append(Subject(breakdown, name, tuple(days)))
-        proof = _Proof(engine, client, evidence, window, result, run_id)
+                for request in plan_requests(days, window):
+                    todo.append(Subject(breakdown, name, tuple(days), request))
+        proof = _Proof(ctx, evidence, window, result)
         proof.new_end({d for subject in todo for d in subject.days})
-        _fetch_all(engine, client, todo, settings, window, result, run_id, now, stop, proof)
+        _fetch_all(ctx, todo, settings, window, result, proof)
         log.info("%s", result.describe())
     return results
 
 
-def _subjects(
-    engine: Engine, client: OpenRouterClient, breakdown: str, settings: SyncConfig,
-    run_id: int | None, now: Callable[[], datetime], result: BreakdownResult,
-) -> list[str]:
+def _subjects(ctx: RunContext, breakdown: str, settings: SyncConfig, result: BreakdownResult) -> list[str]:
     if breakdown == "workspace":
         return [WORKSPACES]
     if breakdown == "member":
         return list(settings.members)
-    keys, pages = client.list_keys(include_disabled=True)
+    keys, pages = ctx.client.list_keys(include_disabled=True)
     result.requests += len(pages)
-    with engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         for page in pages:
-            warehouse.store_raw(conn, page, run_id)
-        warehouse.save_keys(conn, keys, now())
+            warehouse.store_raw(conn, page, ctx.run_id)
+        warehouse.save_keys(conn, keys, ctx.now())
     return [k["hash"] for k in keys]
 
 
 class _Proof:
     """Account-level ``date=`` requests that show where the API's window is, for every subject."""
 
-    def __init__(self, engine: Engine, client: OpenRouterClient, evidence: WindowEvidence,
-                 window: tuple[date, date], result: BreakdownResult, run_id: int | None) -> None:
-        self.engine, self.client, self.evidence, self.window = engine, client, evidence, window
-        self.result, self.run_id = result, run_id
+    def __init__(self, ctx: RunContext, evidence: WindowEvidence, window: tuple[date, date], result: BreakdownResult) -> None:
+        self.ctx, self.evidence, self.window, self.result = ctx, evidence, window, result
 
     def ask(self, day: date) -> Edge | None:
         """None when the API serves ``day`` now, else the end of its window ``day`` is off.
@@ -200,12 +188,12 @@ class _Proof:
         self.result.requests += 1
         sent = time.monotonic()
         try:
-            fetched = self.client.activity(day.isoformat())
+            fetched = self.ctx.client.activity(day.isoformat())
         except BadRequestError:
             return self.evidence.refuse(day, Moment(sent, time.monotonic()), self.window)
         self.evidence.saw([day], Moment(sent, time.monotonic()))
-        with self.engine.begin() as conn:
-            warehouse.store_raw(conn, fetched, self.run_id)
+        with self.ctx.engine.begin() as conn:
+            warehouse.store_raw(conn, fetched, self.ctx.run_id)
         return None
 
     def new_end(self, days: set[date]) -> None:
@@ -237,22 +225,18 @@ class _Answer:
 
 
 def _fetch_all(
-    engine: Engine, client: OpenRouterClient, todo: list[Subject], settings: SyncConfig,
-    window: tuple[date, date], result: BreakdownResult, run_id: int | None,
-    now: Callable[[], datetime], stop: threading.Event, proof: _Proof,
+    ctx: RunContext, todo: list[Subject], settings: SyncConfig, window: tuple[date, date], result: BreakdownResult, proof: _Proof,
 ) -> None:
-    pacer = Pacer(settings.pacing_seconds, stop)
+    pacer = Pacer(settings.pacing_seconds, ctx.stop)
 
     def fetch(subject: Subject) -> _Answer:
-        if stop.is_set():
-            raise Interrupted("interrupted: stop requested")
+        ctx.check_stop()
         pacer.wait()
-        date_param = subject.days[0].isoformat() if len(subject.days) == 1 else None
         sent = time.monotonic()
         try:
-            fetched = client.activity(date_param, **subject.params())
+            fetched = ctx.client.activity(subject.request.date_param, **subject.params())
         except BadRequestError:
-            if date_param is None:
+            if subject.request.day is None:
                 raise
             return _Answer(subject, Moment(sent, time.monotonic()), None)
         return _Answer(subject, Moment(sent, time.monotonic()), fetched)
@@ -268,8 +252,8 @@ def _fetch_all(
             except ArchiveError as exc:
                 _fail(result, subject, len(subject.days), str(exc))
     if answers:
-        verdicts = _judge(engine, answers, window, result, run_id, proof)
-        _load(engine, verdicts, result, run_id, now, stop)
+        verdicts = _judge(ctx, answers, window, result, proof)
+        _load(ctx, verdicts, result)
 
 
 # A subject's day: its rows (possibly none, when shown inside the window), or why not.
@@ -278,14 +262,13 @@ _GONE, _NOT_SERVED = "gone", "not served"
 
 
 def _judge(
-    engine: Engine, answers: list[_Answer], window: tuple[date, date], result: BreakdownResult,
-    run_id: int | None, proof: _Proof,
+    ctx: RunContext, answers: list[_Answer], window: tuple[date, date], result: BreakdownResult, proof: _Proof,
 ) -> dict[str, list[_Verdict]]:
     """Per day, what to write for each subject; unproven absent days are settled here."""
     evidence = proof.evidence
     lost: dict[date, int] = {}
-    with engine.begin() as conn:
-        raw_ids = {a.subject.subject: warehouse.store_raw(conn, a.fetched, run_id) for a in answers if a.fetched}
+    with ctx.engine.begin() as conn:
+        raw_ids = {a.subject.subject: warehouse.store_raw(conn, a.fetched, ctx.run_id) for a in answers if a.fetched}
     rows: dict[tuple[str, date], tuple[Subject, list[dict[str, Any]]]] = {}
     unproven: list[tuple[_Answer, date, list[date]]] = []
     judged: list[tuple[_Answer, ParsedActivity, list[date]]] = []
@@ -296,16 +279,16 @@ def _judge(
             edge = evidence.refuse(day, answer.at, window)
             _settle(result, subject, day, _GONE if edge == "old" else _NOT_SERVED, lost)
             continue
-        single = len(subject.days) == 1
-        request_window = (subject.days[0], subject.days[0]) if single else window
+        single = subject.request.day is not None
         try:
             parsed = parse_activity(
-                answer.fetched.document, request_window, "workspace_id" if subject.breakdown == "workspace" else None
+                answer.fetched.document, subject.request.covers, "workspace_id" if subject.breakdown == "workspace" else None,
+                planned={d.isoformat() for d in subject.days},
             )
         except ArchiveError as exc:
             _fail(result, subject, len(subject.days), str(exc))
             continue
-        own = [date.fromisoformat(d) for d in (*parsed.days, *parsed.rejected)] + ([subject.days[0]] if single else [])
+        own = [date.fromisoformat(d) for d in parsed.listed()] + ([subject.days[0]] if single else [])
         evidence.saw(own, answer.at)
         judged.append((answer, parsed, own))
     for answer, parsed, own in judged:
@@ -370,19 +353,15 @@ def _report_lost(result: BreakdownResult, lost: dict[date, int]) -> None:
         log.warning("%s breakdown: %s", result.breakdown, error)
 
 
-def _load(
-    engine: Engine, verdicts: dict[str, list[_Verdict]], result: BreakdownResult,
-    run_id: int | None, now: Callable[[], datetime], stop: threading.Event,
-) -> None:
+def _load(ctx: RunContext, verdicts: dict[str, list[_Verdict]], result: BreakdownResult) -> None:
     """Write the breakdown day by day: each day, for every subject, in one transaction."""
     for day, todo in verdicts.items():
-        if stop.is_set():
-            raise Interrupted("interrupted: stop requested")
-        with engine.begin() as conn:
+        ctx.check_stop()
+        with ctx.engine.begin() as conn:
             for subject, raw_id, day_rows in todo:
                 written = warehouse.save_breakdown_day(
                     conn, subject.breakdown, subject.subject, day, day_rows,
-                    now=now(), run_id=run_id, raw_response_id=raw_id,
+                    now=ctx.now(), run_id=ctx.run_id, raw_response_id=raw_id,
                 )
                 result.days_archived += 1
                 result.rows_inserted += written.inserted

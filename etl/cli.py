@@ -22,6 +22,8 @@ from etl.metrics import choices as metric_choices
 from etl.metrics import resolve as resolve_metric
 
 if TYPE_CHECKING:
+    import threading
+
     from sqlalchemy import Engine
 
     from etl.client import OpenRouterClient
@@ -69,10 +71,10 @@ class App:
         return engine
 
     @contextmanager
-    def writer_lock(self) -> Iterator[Path | str]:
+    def writer_lock(self, stop: threading.Event | None = None) -> Iterator[Path | str]:
         from etl.lock import writer_lock
 
-        with writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds) as path:
+        with writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds, stop=stop) as path:
             self._locks_held += 1
             try:
                 yield path
@@ -481,43 +483,21 @@ def demo(app: App, db_path: str | None) -> None:
 
 def _refuse_unless_demo(path: Path) -> None:
     """`demo` writes simulated data: only into a new file or a warehouse only demos wrote."""
-    from sqlalchemy import func, inspect, select, table
-    from sqlalchemy.exc import SQLAlchemyError
-
     from etl.db import open_engine
-    from etl.schema import metadata, sync_runs
+    from etl.warehouse import demo_refusal
 
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         return
-
-    def refuse(why: str) -> BadArgument:
-        return BadArgument(f"refused: {path} {why}; `demo --db` writes simulated data, so only into a new file "
-                           "or an earlier demo warehouse: give it another path")
-
-    if not path.is_file():
-        raise refuse("is not a file")
-    engine = open_engine(f"sqlite:///{path}", read_only=True)
-    try:
-        with engine.connect() as conn:
-            tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
-            foreign = sorted(tables - set(metadata.tables))
-            if foreign:
-                raise refuse(f"holds tables openrouter-archive does not make ({', '.join(foreign[:3])})")
-            demo_runs = other_runs = 0
-            if "sync_runs" in tables:
-                is_demo = sync_runs.c.trigger == "demo"
-                demo_runs = conn.execute(select(func.count()).where(is_demo)).scalar_one()
-                other_runs = conn.execute(select(func.count()).where(~is_demo)).scalar_one()
-            if other_runs:
-                raise refuse(f"is a real archive ({other_runs} run(s) of sync, backfill or the daemon)")
-            holding = sorted(t for t in tables - {"sync_runs"} if conn.execute(select(1).select_from(table(t)).limit(1)).first())
-            if "credits_snapshots" in holding or (holding and not demo_runs):
-                raise refuse(f"holds data no demo run wrote ({', '.join(holding[:3])})")
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).split("\n")[0]
-        raise refuse(f"is not a warehouse ({reason})") from None
-    finally:
-        engine.dispose()
+    why = "is not a file" if not path.is_file() else None
+    if why is None:
+        engine = open_engine(f"sqlite:///{path}", read_only=True)
+        try:
+            why = demo_refusal(engine)
+        finally:
+            engine.dispose()
+    if why is not None:
+        raise BadArgument(f"refused: {path} {why}; `demo --db` writes simulated data, so only into a new file "
+                          "or an earlier demo warehouse: give it another path")
 
 
 @cli.command()
@@ -531,9 +511,11 @@ def run(app: App, interval_seconds: float | None) -> None:
     exit 0. One log line per run on stderr (--log-format json for log collectors).
     """
     import logging
+    import signal
     import threading
 
     from etl.daemon import Daemon, cron_trigger
+    from etl.errors import Interrupted
     from etl.logs import setup_logging
 
     schedule = app.config.schedule  # a schedule that cannot work is refused before anything else
@@ -548,8 +530,18 @@ def run(app: App, interval_seconds: float | None) -> None:
         trigger = IntervalTrigger(seconds=interval_seconds)
     stop = threading.Event()
     with app.client(stop=stop) as client:
-        with app.writer_lock():  # the first migration; then the daemon locks each job
-            engine = app.engine()
+        # A SIGTERM while the first migration waits for another writer's lock stops the
+        # daemon cleanly (exit 0), as one during a run does.
+        previous = {sig: signal.signal(sig, lambda _signum, _frame: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with app.writer_lock(stop=stop):  # the first migration; then the daemon locks each job
+                engine = app.engine()
+        except Interrupted:
+            logging.getLogger("etl.daemon").info("daemon stopped before its first run: a stop came while waiting for the writer lock", extra={"event": "stopped"})
+            return
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         daemon = Daemon.build(app.config, engine, client, stop, sync_trigger=trigger)
         daemon.run_forever()
     daemon.engine.dispose()  # the daemon may have reopened it

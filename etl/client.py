@@ -1,6 +1,7 @@
 """Extract: a small httpx client for OpenRouter's analytics endpoints.
 
-What the API does that its contract does not say (see ``shared/reference/api-notes.md``):
+What the API does that its contract does not say (the stand-in, ``etl/standin``, serves the
+same, and ``tests/test_client.py`` checks each):
 
 * ``GET /activity`` needs a *management* key; an inference key gets 403, a bad key 401.
 * It returns the last 30 *completed* UTC days, never today, in one unpaginated response
@@ -64,6 +65,7 @@ from etl.errors import (
     PermissionDeniedError,
     TransientAPIError,
 )
+from etl.fetched import Fetched
 from etl.logs import redact
 
 log = logging.getLogger(__name__)
@@ -94,20 +96,6 @@ def backoff_delay(attempt: int, policy: RetryPolicy, rand: Callable[[], float] =
     """
     base = min(policy.max_wait, policy.initial * policy.multiplier ** (attempt - 1))
     return min(policy.max_wait, base + rand() * policy.initial)
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """One successful response: the bytes as received and their parsed JSON."""
-
-    path: str
-    params: dict[str, str]
-    status: int
-    content_type: str
-    body: bytes
-    document: Any
-    fetched_at: datetime
-    attempts: int = 1
 
 
 @dataclass

@@ -235,11 +235,10 @@ def check_urls(config: Config, env: Mapping[str, str]) -> None:
     if not _URL_SCHEME.match(url):
         absolute = Path(url).expanduser().resolve()
         raise ConfigError(f"{where}: {url!r} is a path, not a URL; for a SQLite file write sqlite:///{absolute}")
-    scheme, _, rest = url.partition("://")
-    if scheme.split("+")[0] == "sqlite":
-        database = rest[1:].split("?")[0] if rest.startswith("/") else rest.split("?")[0]
-        if database in ("", ":memory:") or "mode=memory" in rest:
-            raise ConfigError(f"{where}: {url!r} is a database in memory, which keeps nothing; give a file, e.g. sqlite:////abs/path/archive.db")
+    from etl.db import sqlite_in_memory  # SQLAlchemy's URL parser: the commands that check URLs use it anyway
+
+    if sqlite_in_memory(url):
+        raise ConfigError(f"{where}: {url!r} is a database in memory, which keeps nothing; give a file, e.g. sqlite:////abs/path/archive.db")
 
 
 def apply_env_overrides(config: Config, env: Mapping[str, str]) -> Config:

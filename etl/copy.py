@@ -195,15 +195,16 @@ def copy_archive(
 
 def same_warehouse(a: str, b: str) -> bool:
     """Whether two URLs name the same warehouse (as far as the URLs tell)."""
-    from pathlib import Path
-
     from sqlalchemy.engine import make_url
+
+    from etl.db import sqlite_file
 
     ua, ub = make_url(a), make_url(b)
     if ua.get_backend_name() != ub.get_backend_name():
         return False
     if ua.get_backend_name() == "sqlite":
-        return bool(ua.database and ub.database) and Path(ua.database or "").expanduser().resolve() == Path(ub.database or "").expanduser().resolve()
+        fa, fb = sqlite_file(ua.database), sqlite_file(ub.database)
+        return fa is not None and fb is not None and fa.resolve() == fb.resolve()
     local = {"localhost", "127.0.0.1", "::1", None, ""}
     host_a, host_b = ("local" if ua.host in local else ua.host), ("local" if ub.host in local else ub.host)
     return (host_a, ua.port or 5432, ua.database) == (host_b, ub.port or 5432, ub.database)

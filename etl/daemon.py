@@ -44,8 +44,8 @@ from sqlalchemy import Engine
 from etl import migrate, warehouse
 from etl.client import OpenRouterClient
 from etl.config import Config
-from etl.db import describe_failure, file_identity, is_operational_failure, run_outside_transaction, sqlite_path
-from etl.errors import ArchiveError, ConfigError, SyncFailed
+from etl.db import checkpoint_wal, describe_failure, file_identity, is_operational_failure, sqlite_path
+from etl.errors import ArchiveError, ConfigError, Interrupted, SyncFailed
 from etl.lock import writer_lock
 from etl.sync import SyncReport, pending_days, run_sync, sync_subject_plan
 from etl.window import utc_today
@@ -253,7 +253,7 @@ class Daemon:
     # -- the warehouse file ------------------------------------------------------------------
 
     def _lock(self) -> Any:
-        return writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds)
+        return writer_lock(self.config.warehouse_url, self.config.sync.lock_timeout_seconds, stop=self.stop)
 
     def _open_warehouse(self) -> None:
         """Under the writer lock: open (create, migrate) the file now at the configured path."""
@@ -289,7 +289,7 @@ class Daemon:
         if getattr(pool, "checkedin", lambda: 0)() > 0:  # a new connection would open the new file
             try:
                 with self.engine.connect() as conn:
-                    run_outside_transaction(conn, "PRAGMA wal_checkpoint(TRUNCATE)")
+                    checkpoint_wal(conn)
             except Exception as exc:  # best effort: the old file is no longer the warehouse
                 log.debug("checkpoint of the replaced warehouse file failed: %s", exc)
         self.engine.dispose()
@@ -313,6 +313,9 @@ class Daemon:
             self.failures_in_a_row = 0
             return
         assert isinstance(event, JobExecutionEvent)
+        if isinstance(event.exception, Interrupted) and self.stop.is_set():  # a stop, not a failure
+            log.info("%s", event.exception, extra={"event": "interrupted", "job": event.job_id})
+            return
         self.failures_in_a_row += 1
         detail = self._describe(event)
         log.error("%s", detail, extra={"event": "failed", "job": event.job_id, "failures_in_a_row": self.failures_in_a_row})

@@ -19,13 +19,14 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, String, Table, create_engine, event
+from sqlalchemy import Boolean, Connection, String, Table, create_engine, event, literal
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.compiler import compiles
@@ -106,6 +107,19 @@ def sqlite_file(database: str | None) -> Path | None:
     return Path(database).expanduser()
 
 
+def sqlite_in_memory(url: str) -> bool:
+    """Whether ``url`` names a SQLite database in memory (``sqlite://``, ``:memory:``,
+    ``mode=memory``), which keeps nothing once the process ends; False for any other URL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    return database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory"
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Autocommit at the driver level: _sqlite_begin emits every BEGIN (see the docstring).
     dbapi_connection.isolation_level = None
@@ -139,6 +153,58 @@ def run_outside_transaction(conn: Connection, statement: str) -> None:
     if conn.in_transaction():
         raise RuntimeError(f"{statement!r} must run outside a transaction")
     conn.connection.dbapi_connection.execute(statement)  # type: ignore[union-attr]
+
+
+@contextmanager
+def foreign_keys_deferred(conn: Connection) -> Iterator[None]:
+    """SQLite: no foreign key enforcement on ``conn`` inside the block, on again after it.
+
+    For migrations that rebuild a table others reference (SQLite would refuse the
+    intermediate state); ``broken_foreign_keys`` then checks the result before commit.
+    Opened outside a transaction (the pragma is a no-op inside one). Elsewhere: nothing.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        run_outside_transaction(conn, "PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        if sqlite:
+            run_outside_transaction(conn, "PRAGMA foreign_keys=ON")
+
+
+def broken_foreign_keys(conn: Connection) -> bool:
+    """Whether a row breaks a foreign key (SQLite's ``foreign_key_check``, in the caller's
+    transaction). PostgreSQL enforces them on every statement: never."""
+    if conn.dialect.name != "sqlite":
+        return False
+    return conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None
+
+
+def checkpoint_wal(conn: Connection) -> None:
+    """SQLite: fold the -wal file into the database file and empty it. Elsewhere: nothing."""
+    if conn.dialect.name == "sqlite":
+        run_outside_transaction(conn, "PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def storage_facts(engine: Engine) -> tuple[int | None, str | None]:
+    """(bytes the warehouse takes, the server's version): a SQLite file with its -wal (no
+    server), a PostgreSQL database's size and version; (None, None) when unknown."""
+    path = sqlite_path(engine)
+    if path is not None:
+        files = (path, path.with_name(path.name + "-wal"))
+        return (sum(p.stat().st_size for p in files if p.exists()) if path.exists() else None), None
+    if engine.dialect.name != "postgresql":
+        return None, None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from etl import postgres
+
+    try:
+        with engine.connect() as conn:
+            return postgres.server_facts(conn)
+    except SQLAlchemyError as exc:
+        raise WarehouseError(describe_failure(exc, engine.url.render_as_string(hide_password=False))) from None
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
@@ -269,6 +335,37 @@ def _iso_week_sqlite(element: iso_week, compiler: Any, **kw: Any) -> str:
 def _iso_week_postgresql(element: iso_week, compiler: Any, **kw: Any) -> str:
     (day,) = element.clauses
     return f"to_char(CAST({compiler.process(day, **kw)} AS DATE), 'IYYY-\"W\"IW')"
+
+
+class glob_match(FunctionElement[bool]):
+    """``column`` matches the glob ``pattern`` (``*`` any run, ``?`` one character), case-sensitively.
+
+    SQLite's LIKE ignores ASCII case and PostgreSQL's does not, so a LIKE-based filter gave
+    different reports on the two warehouses (and the analytics history, filtered with
+    ``fnmatch.fnmatchcase``, a third answer): SQLite gets GLOB, PostgreSQL an escaped LIKE.
+    Every other character, ``[``, ``%`` and ``_`` included, matches only itself.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+    name = "glob_match"
+
+    def __init__(self, column: Any, pattern: str) -> None:
+        glob = pattern.replace("[", "[[]")
+        like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
+        super().__init__(column, literal(glob, String()), literal(like, String()))
+
+
+@compiles(glob_match, "sqlite")
+def _glob_match_sqlite(element: glob_match, compiler: Any, **kw: Any) -> str:
+    column, glob, _like = element.clauses
+    return f"({compiler.process(column, **kw)} GLOB {compiler.process(glob, **kw)})"
+
+
+@compiles(glob_match)
+def _glob_match_default(element: glob_match, compiler: Any, **kw: Any) -> str:
+    column, _glob, like = element.clauses
+    return f"({compiler.process(column, **kw)} LIKE {compiler.process(like, **kw)} ESCAPE '\\')"
 
 
 # -- read-only SQL -----------------------------------------------------------------------

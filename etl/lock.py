@@ -25,6 +25,8 @@ import logging
 import os
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
@@ -36,7 +38,7 @@ from sqlalchemy.engine import make_url
 
 from etl.config import APP_NAME
 from etl.db import sqlite_file
-from etl.errors import LockTimeout, WarehouseError
+from etl.errors import Interrupted, LockTimeout, WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +128,12 @@ def _postgresql(warehouse_url: str) -> Any:
 
 
 @contextmanager
-def writer_lock(warehouse_url: str, timeout: float, command: str | None = None) -> Iterator[Path | str]:
+def writer_lock(warehouse_url: str, timeout: float, command: str | None = None, stop: threading.Event | None = None) -> Iterator[Path | str]:
     """Hold the warehouse's writer lock, waiting up to ``timeout`` seconds for it.
 
     ``command`` is how waiters will see the holder (default: this process's command line).
+    ``stop``, once set, ends the wait with Interrupted: a daemon told to stop must not sit
+    out a ``lock_timeout_seconds`` longer than its service manager's patience.
     On PostgreSQL the lock is an advisory lock on the server (etl/postgres.py), held for
     as long as this context lasts; elsewhere a file lock.
     """
@@ -137,13 +141,17 @@ def writer_lock(warehouse_url: str, timeout: float, command: str | None = None) 
     if pg is not None:
         from etl import postgres
 
-        with postgres.writer_lock(pg, timeout, command or _this_command(), warehouse_url) as held:
+        with postgres.writer_lock(pg, timeout, command or _this_command(), warehouse_url, stop) as held:
             yield held
         return
-    yield from _file_lock(warehouse_url, timeout, command)
+    yield from _file_lock(warehouse_url, timeout, command, stop)
 
 
-def _file_lock(warehouse_url: str, timeout: float, command: str | None) -> Iterator[Path]:
+def interrupted_waiting() -> Interrupted:
+    return Interrupted("stopped while waiting for the writer lock; nothing was written")
+
+
+def _file_lock(warehouse_url: str, timeout: float, command: str | None, stop: threading.Event | None) -> Iterator[Path]:
     from filelock import FileLock, Timeout
 
     path = lock_path(warehouse_url)
@@ -159,7 +167,16 @@ def _file_lock(warehouse_url: str, timeout: float, command: str | None) -> Itera
                 "waiting up to %gs for the writer lock of this warehouse, held by %s",
                 timeout, describe_holder(read_holder(path)), extra={"event": "lock_wait"},
             )
-            lock.acquire(timeout=timeout, poll_interval=0.05)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    lock.acquire(timeout=max(min(0.2, deadline - time.monotonic()), 0), poll_interval=0.05)
+                    break
+                except Timeout:
+                    if stop is not None and stop.is_set():
+                        raise interrupted_waiting() from None
+                    if time.monotonic() >= deadline:
+                        raise
     except Timeout:  # an OSError subclass: catch it first
         raise LockTimeout(
             f"another sync is writing to this warehouse ({describe_holder(read_holder(path))}; lock {path}); "

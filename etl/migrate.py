@@ -116,29 +116,22 @@ def downgrade(engine: Engine, revision: str) -> None:
 def _run(direction: str, engine: Engine, revision: str) -> None:
     from alembic import command
 
-    from etl.db import run_outside_transaction
+    from etl.db import broken_foreign_keys, foreign_keys_deferred
 
     cfg = _alembic_config()
     try:
         with engine.connect() as conn:
-            sqlite = conn.dialect.name == "sqlite"
-            if sqlite:
-                # Batch migrations rebuild tables that others reference; SQLite would refuse
-                # the intermediate state. The check below runs before anything is committed.
-                # The pragma is a no-op inside a transaction, hence before BEGIN.
-                run_outside_transaction(conn, "PRAGMA foreign_keys=OFF")
-            try:
+            # Batch migrations rebuild tables that others reference; SQLite would refuse the
+            # intermediate state. The check below runs before anything is committed.
+            with foreign_keys_deferred(conn):
                 # IMMEDIATE: the revision read and the DDL happen under one write lock.
                 with conn.execution_options(sqlite_begin="IMMEDIATE").begin():
                     if direction == "upgrade":
                         _clear_interrupted_first_run(conn)
                     cfg.attributes["connection"] = conn
                     getattr(command, direction)(cfg, revision)
-                    if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    if broken_foreign_keys(conn):
                         raise WarehouseError("migration failed, the warehouse is unchanged: it would break a foreign key")
-            finally:
-                if sqlite:
-                    run_outside_transaction(conn, "PRAGMA foreign_keys=ON")
     except SQLAlchemyError as exc:
         raise WarehouseError(f"migration failed, the warehouse is unchanged: {describe_failure(exc, str(engine.url))}") from None
 

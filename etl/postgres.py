@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -257,10 +258,10 @@ def describe_holder(row: Any) -> str:
 
 
 @contextmanager
-def writer_lock(url: URL, timeout: float, command: str, url_text: str) -> Iterator[str]:
+def writer_lock(url: URL, timeout: float, command: str, url_text: str, stop: threading.Event | None = None) -> Iterator[str]:
     """Hold the warehouse's advisory lock on a connection of its own, waiting up to ``timeout``."""
     from etl.db import describe_failure
-    from etl.lock import LockTimeout
+    from etl.lock import LockTimeout, interrupted_waiting
 
     engine = engine_for(url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=KEEPALIVES)
     try:
@@ -273,6 +274,8 @@ def writer_lock(url: URL, timeout: float, command: str, url_text: str) -> Iterat
             deadline = time.monotonic() + max(timeout, 0)
             warned = False
             while not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one():
+                if stop is not None and stop.is_set():
+                    raise interrupted_waiting()
                 holder = describe_holder(conn.execute(text(_HOLDER_SQL.replace("%(key)s", ":key")), {"key": key}).first())
                 if time.monotonic() >= deadline:
                     raise LockTimeout(

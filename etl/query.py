@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, Connection, Float, Select, Table, and_, cast, func, or_, select
 
 from etl import metrics as metric_names
-from etl.db import iso_week
+from etl.db import glob_match, iso_week
 from etl.errors import BadArgument
 from etl.schema import BREAKDOWN_SUBJECTS, BREAKDOWN_TABLES, activity, api_keys
 
@@ -187,12 +187,11 @@ def _months_before(day: date, months: int) -> date:
 
 
 def _pattern(column: ColumnElement[Any], patterns: Sequence[str]) -> ColumnElement[bool]:
-    """Exact match, or a glob (``*``, ``?``) translated to a portable LIKE."""
+    """Exact match, or a case-sensitive glob (``*``, ``?``), the same on every backend."""
     clauses: list[ColumnElement[bool]] = []
     for pattern in patterns:
         if "*" in pattern or "?" in pattern:
-            like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
-            clauses.append(column.like(like, escape="\\"))
+            clauses.append(glob_match(column, pattern))
         else:
             clauses.append(column == pattern)
     return or_(*clauses)

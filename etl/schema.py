@@ -35,6 +35,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
+from etl.fetched import ACTIVITY_ATTRIBUTES as ACTIVITY_ATTRIBUTES
+from etl.fetched import ACTIVITY_METRICS as ACTIVITY_METRICS
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -243,16 +246,8 @@ HISTORY_TABLES = {
 BREAKDOWN_TABLES = {"key": activity_by_key, "workspace": activity_by_workspace, "member": activity_by_member}
 BREAKDOWN_SUBJECTS = {"key": "api_key_hash", "workspace": "workspace_id", "member": "user_id"}
 
-ACTIVITY_METRICS = (
-    "usage",
-    "byok_usage_inference",
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "reasoning_tokens",
-    "cached_tokens",
-)
-ACTIVITY_ATTRIBUTES = ("model", "model_permaslug", "provider_name")
+# ACTIVITY_METRICS and ACTIVITY_ATTRIBUTES, the value columns of /activity rows, are defined
+# in etl.fetched (no SQLAlchemy there, so validation shares them) and re-exported here.
 
 
 # -- the Analytics API (POST /analytics/query), migration 0005 -------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Connection, Engine, Float, Table, and_, cast, func, null, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from etl.db import describe_failure, sqlite_path, structure_check
+from etl.db import describe_failure, sqlite_path, storage_facts, structure_check
 from etl.migrate import current_revision, ensure_known
 from etl.schema import (
     BREAKDOWN_SUBJECTS,
@@ -312,19 +312,7 @@ def _damage(findings: list[str], checked: str | None = "quick_check") -> str:
 def _read(engine: Engine, today: date) -> ArchiveStatus:
     window_first, window_last = completed_window(today)
     path = sqlite_path(engine)
-    size, version = None, None
-    if path is not None and path.exists():
-        size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
-    elif engine.dialect.name == "postgresql":
-        from etl import postgres
-
-        try:
-            with engine.connect() as conn:
-                size, version = postgres.server_facts(conn)
-        except SQLAlchemyError as exc:
-            from etl.errors import WarehouseError
-
-            raise WarehouseError(describe_failure(exc, engine.url.render_as_string(hide_password=False))) from None
+    size, version = storage_facts(engine)
     status = ArchiveStatus(
         warehouse=engine.url.render_as_string(hide_password=True),
         warehouse_bytes=size,

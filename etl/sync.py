@@ -8,8 +8,9 @@ last N days.
 
 Requests: one ``GET /activity`` without ``date`` returns the whole window, so any plan of
 two or more days costs a single request; a plan of exactly one day asks for that day
-alone (``date=``), which keeps the response small. Days of the response that were not
-planned are left alone (the raw response still keeps them).
+alone (``date=``), which keeps the response small (the rule is ``etl.context.plan_requests``).
+Days of the response that were not planned are neither validated nor loaded (the raw
+response still keeps them): a daily sync of two days pays for checking two days, not 30.
 
 The window's edges: OpenRouter's clock need not agree with ours about the UTC date, so a
 planned day absent from the answer is archived as a day without activity only when the
@@ -36,11 +37,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from etl import warehouse
 from etl.analytics import AnalyticsProgress, AnalyticsResult
 from etl.breakdowns import BreakdownResult, details_json, run_breakdowns
-from etl.client import Fetched, OpenRouterClient
+from etl.client import OpenRouterClient
 from etl.config import SyncConfig
+from etl.context import RunContext, plan_requests
 from etl.db import describe_failure
 from etl.edges import Moment, WindowEvidence
 from etl.errors import ArchiveError, BadRequestError, Interrupted, WarehouseError
+from etl.fetched import Fetched
 from etl.validate import parse_activity
 from etl.window import completed_window, days_between
 
@@ -64,18 +67,6 @@ def plan_backfill(today: date, days: int | None = None) -> list[date]:
     if days is not None:
         first = max(first, last - timedelta(days=days - 1))
     return days_between(first, last)
-
-
-def plan_requests(days: list[date], api_window: tuple[date, date]) -> list[tuple[date | None, tuple[date, date]]]:
-    """(date parameter, window the answer covers) per request: one request whatever the plan.
-
-    Without ``date`` the answer is the whole API window; its unplanned days are not loaded.
-    """
-    if not days:
-        return []
-    if len(days) == 1:
-        return [(days[0], (days[0], days[0]))]
-    return [(None, api_window)]
 
 
 @dataclass(frozen=True)
@@ -163,13 +154,11 @@ def run_sync(
     started = time.monotonic()
     with _writing(engine):
         run_id = warehouse.start_run(engine, trigger, now())
+    ctx = RunContext(engine, client, run_id, now, stop)
     report = SyncReport(run_id, trigger, [d.isoformat() for d in days])
-    ours = completed_window(today)
     try:
         try:
-            for date_param, window in plan_requests(days, ours):
-                wanted = [d for d in days if window[0] <= d <= window[1]]
-                _fetch_and_load(client, report, date_param, window, wanted, _Writer(engine, report, on_day, now, stop), ours)
+            _Account(ctx, report, on_day, completed_window(today)).fetch(days)
         except ArchiveError as exc:
             # The request failed as a whole (auth, retries exhausted, unreadable body, disk):
             # every day not yet written fails with it, and is fetched again by the next sync.
@@ -181,44 +170,137 @@ def run_sync(
             plan = subject_plan or (lambda _have: list(days))
             try:
                 with _writing(engine):
-                    report.breakdowns = run_breakdowns(
-                        engine, client, settings, today, plan, run_id=run_id, now=now, stop=stop, evidence=report.evidence
-                    )
+                    report.breakdowns = run_breakdowns(ctx, settings, today, plan, evidence=report.evidence)
             except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
                 report.error = f"breakdowns: {exc}"
                 report.interrupted = isinstance(exc, Interrupted)
             report.interrupted = report.interrupted or stop.is_set()
         if settings is not None and settings.analytics_series and report.error is None:
-            _archive_analytics(engine, client, settings, report, days, today, now, stop, analytics_progress)
+            _archive_analytics(ctx, settings, report, days, today, analytics_progress)
     except BaseException as exc:
         # Ctrl-C (KeyboardInterrupt) or a bug: record how the run ended, then let it go on.
         # Days already committed stay; the day being written rolled back.
         report.interrupted = isinstance(exc, KeyboardInterrupt)
         report.error = "interrupted (Ctrl-C)" if report.interrupted else f"unexpected {type(exc).__name__}: {exc}"
-        _finish(engine, report, started, now)
+        _finish(ctx, report, started)
         raise
-    _finish(engine, report, started, now)
+    _finish(ctx, report, started)
     return report
 
 
-class _Writer:
-    """Writes one account-level day per transaction and reports its outcome."""
+def _archive_analytics(
+    ctx: RunContext, settings: SyncConfig, report: SyncReport, days: list[date], today: date, progress: AnalyticsProgress | None = None,
+) -> None:
+    """The Analytics API's series (etl/analytics.py); a backfill of the whole window refetches their whole reach."""
+    from etl.analytics import run_analytics
 
-    def __init__(self, engine: Engine, report: SyncReport, on_day: Callable[[DayOutcome], None],
-                 now: Callable[[], datetime], stop: threading.Event) -> None:
-        self.engine, self.report, self.on_day, self.now, self.stop = engine, report, on_day, now, stop
+    whole = report.trigger in ("backfill", "demo") and len(days) >= len(days_between(*completed_window(today)))
+    refetch = None if whole else (len(days) if report.trigger in ("backfill", "demo") else settings.refetch_days)
+    try:
+        with _writing(ctx.engine):
+            report.analytics = run_analytics(
+                ctx.engine, ctx.client, settings, today, refetch_days=refetch, run_id=ctx.run_id, now=ctx.now, stop=ctx.stop,
+                progress=progress,
+            )
+    except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
+        report.error = f"analytics: {exc}"
+        report.interrupted = isinstance(exc, Interrupted)
+
+
+class _Account:
+    """The account-level days of one run: fetch them, write each in one transaction, report each outcome.
+
+    ``ours``: the window by our clock, which the API's may not share (``etl.edges``).
+    """
+
+    def __init__(self, ctx: RunContext, report: SyncReport, on_day: Callable[[DayOutcome], None], ours: tuple[date, date]) -> None:
+        self.ctx, self.report, self.on_day, self.ours = ctx, report, on_day, ours
+
+    def fetch(self, days: list[date]) -> None:
+        for request in plan_requests(days, self.ours):
+            if request.day is not None:
+                self.fetch_day(request.day)
+            else:
+                self.fetch_window([d for d in days if request.covers[0] <= d <= request.covers[1]], request.covers)
+
+    def fetch_window(self, wanted: list[date], covers: tuple[date, date]) -> None:
+        """One whole-window request for ``wanted``: rows, or empty when shown inside the API's window, else confirmed.
+
+        Only the wanted days are validated; the raw answer keeps all of them.
+        """
+        report = self.report
+        self.ctx.check_stop()
+        report.requests += 1
+        sent = time.monotonic()
+        fetched = self.ctx.client.activity(None)
+        at = Moment(sent, time.monotonic())
+        raw_id = self.raw(fetched)
+        keys = {d.isoformat() for d in wanted}
+        parsed = parse_activity(fetched.document, covers, planned=keys)
+        listed = [date.fromisoformat(d) for d in parsed.listed()]
+        report.evidence.saw(listed, at)
+        _log_unplanned(parsed.rejected, keys, self.ours)
+        unproven = []
+        for day in wanted:
+            key = day.isoformat()
+            if key in parsed.rejected:
+                self.outcome(DayOutcome(key, "rejected", error=parsed.rejected[key]))
+            elif key in parsed.days or report.evidence.held(day, at, listed):
+                self.day(day, parsed.days.get(key, []), raw_id)
+            else:
+                unproven.append(day)
+        # Absent and not shown inside the window: ask for the oldest day whose old end is not
+        # shown, else the newest; each answer settles that day and may prove the others.
+        while unproven:
+            for day in [d for d in unproven if report.evidence.held(d, at, listed)]:
+                unproven.remove(day)
+                self.day(day, [], raw_id)  # absent from an answer that covered it: no activity
+            if unproven:
+                no_old_end = [d for d in unproven if not report.evidence.old_end(d, at, listed)]
+                day = no_old_end[0] if no_old_end else unproven[-1]
+                unproven.remove(day)
+                self.fetch_day(day)
+
+    def fetch_day(self, day: date) -> None:
+        """``date=day``: its rows (200, perhaps none), or not served yet / gone (400)."""
+        report = self.report
+        self.ctx.check_stop()
+        report.requests += 1
+        sent = time.monotonic()
+        try:
+            fetched = self.ctx.client.activity(day.isoformat())
+        except BadRequestError as exc:
+            edge = report.evidence.refuse(day, Moment(sent, time.monotonic()), self.ours)
+            said = exc.api_message or str(exc)
+            if edge == "new":
+                why = f"OpenRouter does not serve this day yet ({said}); left to fetch"
+                self.outcome(DayOutcome(day.isoformat(), "not_served", error=why))
+            else:
+                why = f"OpenRouter no longer serves this day ({said}) and it was never archived"
+                self.outcome(DayOutcome(day.isoformat(), "gone", error=why))
+            return
+        at = Moment(sent, time.monotonic())
+        raw_id = self.raw(fetched)
+        parsed = parse_activity(fetched.document, (day, day))
+        report.evidence.saw([day], at)  # answered 200: inside the window, rows or not
+        key = day.isoformat()
+        _log_unplanned(parsed.rejected, {key}, self.ours)
+        if key in parsed.rejected:
+            self.outcome(DayOutcome(key, "rejected", error=parsed.rejected[key]))
+        else:
+            self.day(day, parsed.days.get(key, []), raw_id)
 
     def raw(self, fetched: Fetched) -> int:
-        with _writing(self.engine):
-            with self.engine.begin() as conn:
-                raw_id = warehouse.store_raw(conn, fetched, self.report.run_id)
+        with _writing(self.ctx.engine):
+            with self.ctx.engine.begin() as conn:
+                raw_id = warehouse.store_raw(conn, fetched, self.ctx.run_id)
         return raw_id
 
     def day(self, day: date, rows: list[dict[str, object]], raw_id: int) -> None:
-        _check(self.stop)
-        with _writing(self.engine):
-            with self.engine.begin() as conn:
-                written = warehouse.save_day(conn, day.isoformat(), rows, now=self.now(), run_id=self.report.run_id, raw_response_id=raw_id)
+        self.ctx.check_stop()
+        with _writing(self.ctx.engine):
+            with self.ctx.engine.begin() as conn:
+                written = warehouse.save_day(conn, day.isoformat(), rows, now=self.ctx.now(), run_id=self.ctx.run_id, raw_response_id=raw_id)
         if written.retired:
             log.info("%s: %d row(s) no longer listed by the API retired to activity_history", day, written.retired)
         self.outcome(
@@ -228,98 +310,6 @@ class _Writer:
     def outcome(self, outcome: DayOutcome) -> None:
         self.report.outcomes.append(outcome)
         self.on_day(outcome)
-
-
-def _archive_analytics(
-    engine: Engine, client: OpenRouterClient, settings: SyncConfig, report: SyncReport, days: list[date],
-    today: date, now: Callable[[], datetime], stop: threading.Event, progress: AnalyticsProgress | None = None,
-) -> None:
-    """The Analytics API's series (etl/analytics.py); a backfill of the whole window refetches their whole reach."""
-    from etl.analytics import run_analytics
-
-    whole = report.trigger in ("backfill", "demo") and len(days) >= len(days_between(*completed_window(today)))
-    refetch = None if whole else (len(days) if report.trigger in ("backfill", "demo") else settings.refetch_days)
-    try:
-        with _writing(engine):
-            report.analytics = run_analytics(engine, client, settings, today, refetch_days=refetch, run_id=report.run_id, now=now, stop=stop,
-                                             progress=progress)
-    except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
-        report.error = f"analytics: {exc}"
-        report.interrupted = isinstance(exc, Interrupted)
-
-
-def _fetch_and_load(
-    client: OpenRouterClient,
-    report: SyncReport,
-    date_param: date | None,
-    window: tuple[date, date],
-    wanted: list[date],
-    write: _Writer,
-    ours: tuple[date, date],
-) -> None:
-    """One request's days: rows, or empty when shown inside the API's window, else confirmed."""
-    if date_param is not None:
-        _fetch_day(client, report, date_param, write, ours)
-        return
-    _check(write.stop)
-    report.requests += 1
-    sent = time.monotonic()
-    fetched = client.activity(None)
-    at = Moment(sent, time.monotonic())
-    raw_id = write.raw(fetched)
-    parsed = parse_activity(fetched.document, window)
-    listed = [date.fromisoformat(d) for d in (*parsed.days, *parsed.rejected)]
-    report.evidence.saw(listed, at)
-    _log_unplanned(parsed.rejected, {d.isoformat() for d in wanted}, ours)
-    unproven = []
-    for day in wanted:
-        key = day.isoformat()
-        if key in parsed.rejected:
-            write.outcome(DayOutcome(key, "rejected", error=parsed.rejected[key]))
-        elif key in parsed.days or report.evidence.held(day, at, listed):
-            write.day(day, parsed.days.get(key, []), raw_id)
-        else:
-            unproven.append(day)
-    # Absent and not shown inside the window: ask for the oldest day whose old end is not
-    # shown, else the newest; each answer settles that day and may prove the others.
-    while unproven:
-        for day in [d for d in unproven if report.evidence.held(d, at, listed)]:
-            unproven.remove(day)
-            write.day(day, [], raw_id)  # absent from an answer that covered it: no activity
-        if unproven:
-            no_old_end = [d for d in unproven if not report.evidence.old_end(d, at, listed)]
-            day = no_old_end[0] if no_old_end else unproven[-1]
-            unproven.remove(day)
-            _fetch_day(client, report, day, write, ours)
-
-
-def _fetch_day(client: OpenRouterClient, report: SyncReport, day: date, write: _Writer, ours: tuple[date, date]) -> None:
-    """``date=day``: its rows (200, perhaps none), or not served yet / gone (400)."""
-    _check(write.stop)
-    report.requests += 1
-    sent = time.monotonic()
-    try:
-        fetched = client.activity(day.isoformat())
-    except BadRequestError as exc:
-        edge = report.evidence.refuse(day, Moment(sent, time.monotonic()), ours)
-        said = exc.api_message or str(exc)
-        if edge == "new":
-            why = f"OpenRouter does not serve this day yet ({said}); left to fetch"
-            write.outcome(DayOutcome(day.isoformat(), "not_served", error=why))
-        else:
-            why = f"OpenRouter no longer serves this day ({said}) and it was never archived"
-            write.outcome(DayOutcome(day.isoformat(), "gone", error=why))
-        return
-    at = Moment(sent, time.monotonic())
-    raw_id = write.raw(fetched)
-    parsed = parse_activity(fetched.document, (day, day))
-    report.evidence.saw([day], at)  # answered 200: inside the window, rows or not
-    key = day.isoformat()
-    _log_unplanned(parsed.rejected, {key}, ours)
-    if key in parsed.rejected:
-        write.outcome(DayOutcome(key, "rejected", error=parsed.rejected[key]))
-    else:
-        write.day(day, parsed.days.get(key, []), raw_id)
 
 
 def _log_unplanned(rejected: dict[str, str], wanted: set[str], ours: tuple[date, date]) -> None:
@@ -332,11 +322,6 @@ def _log_unplanned(rejected: dict[str, str], wanted: set[str], ours: tuple[date,
             log.info("left alone %s, outside our window %s..%s: OpenRouter's clock and ours disagree", day, *ours)
         else:
             log.warning("ignored %s: %s", day, rejected[day])
-
-
-def _check(stop: threading.Event) -> None:
-    if stop.is_set():
-        raise Interrupted("interrupted: stop requested")
 
 
 class _writing:
@@ -362,7 +347,8 @@ def _window_details(report: SyncReport) -> dict[str, object] | None:
     return {"served": [d.isoformat() for d in span] if span else None, "gone": gone, "not_served": not_served}
 
 
-def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[], datetime]) -> None:
+def _finish(ctx: RunContext, report: SyncReport, started: float) -> None:
+    engine = ctx.engine
     report.seconds = time.monotonic() - started
     failed = [o for o in report.outcomes if o.status not in ("archived", "not_served")]
     if report.ok:
@@ -381,7 +367,7 @@ def _finish(engine: Engine, report: SyncReport, started: float, now: Callable[[]
         warehouse.finish_run(
             engine,
             report.run_id,
-            now=now(),
+            now=ctx.now(),
             outcome=outcome,
             error=error,
             days_requested=len(report.planned),

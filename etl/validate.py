@@ -16,7 +16,7 @@ follow the live API rather than only its contract:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, Any
@@ -24,12 +24,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from etl.errors import InvalidResponseError
-from etl.schema import ACTIVITY_ATTRIBUTES, ACTIVITY_METRICS
+from etl.fetched import ROW_COLUMNS
 
 MAX_COUNT = 2**63 - 1  # what a 64-bit integer column holds
 _DATE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ T]00:00:00(?:\.0+)?(?:Z|\+00:00)?)?$")
-
-ROW_COLUMNS = ("date", "endpoint_id", *ACTIVITY_ATTRIBUTES, *ACTIVITY_METRICS)
 
 
 def normalize_date(value: object) -> str:
@@ -93,19 +91,29 @@ class ActivityItem(BaseModel):
 
 @dataclass
 class ParsedActivity:
-    """A response split by day: rows of the accepted days, reasons for the rejected ones."""
+    """A response split by day: rows of the accepted days, reasons for the rejected ones,
+    and how many items each day of the window that was not asked for holds (not checked)."""
 
     days: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
+    unchecked: dict[str, int] = field(default_factory=dict)
+
+    def listed(self) -> list[str]:
+        """Every day the answer lists, checked or not: what it shows of the API's window."""
+        return sorted({*self.days, *self.rejected, *self.unchecked})
 
 
-def parse_activity(document: Any, window: tuple[date, date], subject: str | None = None) -> ParsedActivity:
+def parse_activity(
+    document: Any, window: tuple[date, date], subject: str | None = None, planned: Collection[str] | None = None,
+) -> ParsedActivity:
     """Split and validate a ``/activity`` document against the requested window.
 
     ``subject`` names a field every item must carry and that becomes part of the row
-    (``workspace_id`` with ``group_by=workspace``). Raises InvalidResponseError when the
-    document cannot be split by day at all (wrong shape, an item that is not an object or
-    has no readable date).
+    (``workspace_id`` with ``group_by=workspace``). With ``planned`` (ISO days), only those
+    days are validated: the other days of the window are counted in ``unchecked``, since
+    nothing of them will be loaded (a whole-window answer serves a plan of two days).
+    Raises InvalidResponseError when the document cannot be split by day at all (wrong
+    shape, an item that is not an object or has no readable date).
     """
     items = _data_items(document)
     first, last = window[0].isoformat(), window[1].isoformat()
@@ -123,6 +131,9 @@ def parse_activity(document: Any, window: tuple[date, date], subject: str | None
     for day, day_items in sorted(by_day.items()):
         if not first <= day <= last:
             parsed.rejected[day] = f"dated outside the requested window {first}..{last}"
+            continue
+        if planned is not None and day not in planned:
+            parsed.unchecked[day] = len(day_items)
             continue
         try:
             parsed.days[day] = validate_day(day, day_items, subject)

@@ -2,8 +2,8 @@
 
 Pure functions, no I/O. An answer is ``{"data": {"data": [rows], "metadata": {...,
 "truncated": bool}, "warnings": [...]}}``; it is split by day and each day is accepted
-whole or rejected whole, as for ``/activity``. The rules follow the live API (see
-``shared/reference/api-notes.md``):
+whole or rejected whole, as for ``/activity``. The rules follow the live API (the
+stand-in, ``etl/standin/analytics.py``, serves each of them):
 
 * ``metadata.truncated: true`` means rows were cut at ``limit``: the answer is refused as
   incomplete (`TruncatedAnswerError`) and the caller splits the time range.

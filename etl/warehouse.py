@@ -17,14 +17,13 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
-from etl.client import Fetched
 from etl.db import upsert
+from etl.fetched import Fetched
 from etl.logs import redact
-from etl.validate import CreditBalance, parse_credits
 from etl.schema import (
     ACTIVITY_ATTRIBUTES,
     ACTIVITY_METRICS,
@@ -39,6 +38,9 @@ from etl.schema import (
     raw_responses,
     sync_runs,
 )
+
+if TYPE_CHECKING:
+    from etl.validate import CreditBalance
 
 _COMPARED = (*ACTIVITY_ATTRIBUTES, *ACTIVITY_METRICS)
 
@@ -267,6 +269,8 @@ def _inserted_id(result: Any) -> int:
 def record_credits(conn: Connection, fetched: Fetched) -> CreditBalance:
     """Check a ``/credits`` answer and store it (raw answer and snapshot), in ``conn``'s
     transaction: the one path of ``credits`` and the daemon's credits job."""
+    from etl.validate import parse_credits  # pydantic: only for a command that fetches
+
     balance = parse_credits(fetched.document, fetched.body)
     raw_id = store_raw(conn, fetched, None)
     save_credits(conn, balance.total_credits, balance.total_usage, fetched.fetched_at, raw_id)
@@ -287,6 +291,40 @@ def archived_dates(conn: Connection, first: str | None = None, last: str | None 
         query = query.where(archived_days.c.date <= last)
     return set(conn.execute(query).scalars())
 
+
+
+def demo_refusal(engine: Engine) -> str | None:
+    """Why ``demo --db`` must not write into this warehouse, or None (only demos wrote it).
+
+    `demo` writes simulated data: a real archive, tables of another program, credit
+    snapshots or rows no demo run wrote are reasons to refuse, and so is a file that is
+    not a warehouse at all.
+    """
+    from sqlalchemy import func, inspect, table
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from etl.schema import metadata
+
+    try:
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
+            foreign = sorted(tables - set(metadata.tables))
+            if foreign:
+                return f"holds tables openrouter-archive does not make ({', '.join(foreign[:3])})"
+            demo_runs = other_runs = 0
+            if "sync_runs" in tables:
+                is_demo = sync_runs.c.trigger == "demo"
+                demo_runs = conn.execute(select(func.count()).where(is_demo)).scalar_one()
+                other_runs = conn.execute(select(func.count()).where(~is_demo)).scalar_one()
+            if other_runs:
+                return f"is a real archive ({other_runs} run(s) of sync, backfill or the daemon)"
+            holding = sorted(t for t in tables - {"sync_runs"} if conn.execute(select(1).select_from(table(t)).limit(1)).first())
+            if "credits_snapshots" in holding or (holding and not demo_runs):
+                return f"holds data no demo run wrote ({', '.join(holding[:3])})"
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).split("\n")[0]
+        return f"is not a warehouse ({reason})"
+    return None
 
 # -- the run log ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 from conftest import KEY, query
 from etl import migrate
 from etl.breakdowns import Pacer, run_breakdowns
+from etl.context import RunContext
 from etl.client import OpenRouterClient
 from etl.config import parse_config
 from etl.db import open_engine
@@ -158,11 +159,11 @@ def test_a_failing_key_is_reported_and_the_others_are_kept(api, dataset, warehou
     # The account-level answers of the same run show the API's window to the breakdown.
     evidence = run_sync(engine, client, plan_backfill(today), trigger="test").evidence
     api.inject(Fault("503", path="/activity"), Fault("503", path="/activity"))  # both attempts of the first key
-    (first,) = run_breakdowns(engine, client, config.sync, today, plan, run_id=None, now=now, stop=stop, evidence=evidence)
+    (first,) = run_breakdowns(RunContext(engine, client, None, now, stop), config.sync, today, plan, evidence=evidence)
     assert len(first.errors) == 1 and "503" in first.errors[0]
     assert first.days_failed == 30 and first.days_archived == 4 * 30
     api.requests.clear()
-    (second,) = run_breakdowns(engine, client, config.sync, today, plan, run_id=None, now=now, stop=stop)
+    (second,) = run_breakdowns(RunContext(engine, client, None, now, stop), config.sync, today, plan)
     assert second.ok and second.days_archived == 30 + 4 * 2  # the failed key's window, the others' refetch days
     assert query(warehouse_url, "SELECT count(*) FROM archived_breakdown_days") == [(150,)]
     client.close()
@@ -192,8 +193,8 @@ def test_concurrency_is_bounded(api, dataset, warehouse_url):
     client.activity = spy  # type: ignore[method-assign]
     api.latency = 0.1
     today = utc_today()
-    (result,) = run_breakdowns(engine, client, config.sync, today, sync_subject_plan(today, 2),
-                               run_id=None, now=lambda: datetime.now(timezone.utc), stop=stop)
+    (result,) = run_breakdowns(RunContext(engine, client, None, lambda: datetime.now(timezone.utc), stop), config.sync, today,
+                               sync_subject_plan(today, 2))
     assert result.ok and result.subjects == 5
     assert peak == 2
     client.close()

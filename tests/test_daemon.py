@@ -50,7 +50,7 @@ def start_daemon(api, warehouse_url):
                 "openrouter": {"base_url": api.base_url, "max_attempts": 2, "backoff_initial": 0.01, "backoff_max": 0.02, "timeout_seconds": 2},
                 "warehouse": {"url": warehouse_url},
                 "schedule": {"retry_delay_seconds": 0.2, "max_retries": 2, **schedule},
-                "sync": {"lock_timeout_seconds": 5},
+                "sync": {"lock_timeout_seconds": 120},  # a job may wait for the catch-up sync on a loaded machine
             },
             "test",
         )

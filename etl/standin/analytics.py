@@ -7,8 +7,8 @@ that per day and model ``credits_usage`` equals the sum of ``usage``, ``byok_usa
 ``_tokens`` columns. Each fact belongs to one app (or none) and, through its key, to one
 member (the key's creator) and one workspace.
 
-What the live API does, as ``shared/reference/api-notes.md`` describes it and as served
-here: at most 2 dimensions and 20 filters (400 beyond); ``limit`` up to 10,000 (default
+What the live API does, as observed of it and as served here (the README's "A year of
+history: the Analytics API" says what the archive makes of it): at most 2 dimensions and 20 filters (400 beyond); ``limit`` up to 10,000 (default
 1,000) with ``metadata.truncated`` when rows were cut; long-range metrics and dimensions
 for 365 completed days, provider and per-request ones (latency, throughput) for 31, and a
 400 for a range beyond that; dimensions ``api_key_id``, ``user``, ``workspace`` and ``app``
