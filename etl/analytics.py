@@ -19,28 +19,34 @@ Per-subject series ask for the subject's label dimension too (key name, member e
 workspace name): the answer then carries the display label, kept in ``analytics_labels``
 while the rows are stored under the stable id.
 
-The API's rules: at most 2 dimensions; ``limit`` at most 10,000 rows and a ``truncated``
-answer never stored (the range is split, sized from the rows per day the cut answer
-showed, and asked again); the 365- and 31-day reaches; 64 requests a minute, paced here
-by a sliding window (429s and their ``Retry-After`` are the client's retry policy). A 403
+The API's rules: at most 2 dimensions; ``limit`` at most 10,000 rows, ranges cut to fit
+where the rows per day are known (``size_ranges``) and a ``truncated`` answer never stored
+(the range is split, sized from the rows per day the cut answer showed, and asked again);
+the 365- and 31-day reaches; 64 requests a minute, paced by ``RateLimiter`` (a slot per
+attempt, held until its answer is in; 429s and their ``Retry-After`` are the client's retry
+policy). All series are fetched at once, each written as soon as its answers are in. A 403
 or 404 means the key cannot use the Analytics API: the rest is skipped with one line and
-``/activity`` is archived as usual. Each (series, day) is written in one transaction, every
-subject with its ``archived_analytics_days`` mark, through ``warehouse.save_rows``, so
+``/activity`` is archived as usual; nothing is written before every series' first answer,
+so that a refusal leaves nothing half-archived. Each (series, day) is written whole, every
+subject with its ``archived_analytics_days`` mark, in transactions of several days
+(``save_series_days``; a day with revised rows through ``warehouse.save_rows``), so that
 revisions move superseded versions to the history tables instead of counting twice.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Engine, Table, select
 
@@ -69,6 +75,7 @@ log = logging.getLogger(__name__)
 LONG_REACH = 365
 SHORT_REACH = 31
 MAX_ROWS = 10_000
+GROUP_ROWS = 10_000  # rows (and marks) written per transaction; see _load
 MAX_REACH_SHORTFALL = 7  # days the API's reach may fall short of the nominal one before a 400 is an error
 WHOLE = "*"  # the subject of a series that one request covers entirely
 LABEL = "_label"  # internal column: the label dimension of a per-subject series
@@ -148,6 +155,32 @@ def resplit(first: date, last: date, returned_rows: int, returned_days: int, lim
     return out + split_range(first, last, parts)
 
 
+def size_ranges(first: date, last: date, known: Mapping[str, int], limit: int) -> list[tuple[date, date]]:
+    """``first`` … ``last`` cut so that each range's answer should fit under ``limit`` the first time.
+
+    ``known`` holds the rows per day of days archived before (``archived_analytics_days``);
+    a day not in it counts as the mean of the known ones (none known: one range, split later
+    only if its answer comes back truncated). Ranges aim at 90% of ``limit``: the rows of a
+    refetched day can grow a little.
+    """
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    counts = [known[d.isoformat()] for d in days if d.isoformat() in known]
+    if not counts:
+        return [(first, last)]
+    guess = sum(counts) / len(counts)
+    budget = limit * 0.9
+    out: list[tuple[date, date]] = []
+    start, total = first, 0.0
+    for day in days:
+        rows = known.get(day.isoformat(), guess)
+        if total and total + rows > budget:
+            out.append((start, day - timedelta(days=1)))
+            start, total = day, 0.0
+        total += rows
+    out.append((start, last))
+    return out
+
+
 def query_body(series: Series, first: date, last: date, limit: int, subject: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "metrics": list(series.metrics),
@@ -166,31 +199,56 @@ def query_body(series: Series, first: date, last: date, limit: int, subject: str
 
 
 class RateLimiter:
-    """At most ``limit`` request starts in any ``window`` seconds, across threads.
+    """At most ``limit`` requests in any ``window`` seconds as the server counts them, across threads.
 
-    A small margin on the window absorbs the time between our start and the server's count.
+    The server counts a request when it arrives, some time after we send it and before its
+    answer is back; how long after, the network and the scheduler decide. So a request
+    holds its slot from before it is sent until its answer is in, and the slot stays counted
+    for ``window`` seconds after that: a new request starts only when fewer than ``limit``
+    slots are in flight or ended within the last ``window`` seconds. Then any ``limit + 1``
+    arrivals span at least ``window`` seconds, however late each one arrived, with no margin
+    to guess: the cost is one round trip per ``limit`` requests, never a sleep when fewer
+    than ``limit`` requests are made. Not a token bucket: a bucket of ``limit`` tokens
+    refilled at ``limit`` a window lets up to twice ``limit`` through in some windows.
     """
 
     def __init__(self, limit: int, window: float, stop: threading.Event, clock: Callable[[], float] = time.monotonic):
-        self._limit, self._window = limit, window * 1.05 + 0.05
+        self._limit, self._window = limit, window
         self._stop, self._clock = stop, clock
-        self._starts: deque[float] = deque()
-        self._lock = threading.Lock()
+        self._ends: dict[int, float] = {}  # per slot: when its answer came in (math.inf while in flight)
+        self._next = 0
+        self._changed = threading.Condition()
         self.waited = 0.0
+        self.most = 0  # the most slots counted at once: never above ``limit``
 
-    def acquire(self) -> None:
-        while True:
-            with self._lock:
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot around one request (one attempt); waits for one to be free."""
+        ticket = self._acquire()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._ends[ticket] = self._clock()
+                self._changed.notify_all()
+
+    def _acquire(self) -> int:
+        with self._changed:
+            while True:
                 now = self._clock()
-                while self._starts and self._starts[0] <= now - self._window:
-                    self._starts.popleft()
-                if len(self._starts) < self._limit:
-                    self._starts.append(now)
-                    return
-                wait = self._starts[0] + self._window - now
-            self.waited += wait
-            if self._stop.wait(wait):
-                raise Interrupted("interrupted: stop requested")
+                for ticket in [t for t, end in self._ends.items() if end <= now - self._window]:
+                    del self._ends[ticket]
+                if len(self._ends) < self._limit:
+                    ticket, self._next = self._next, self._next + 1
+                    self._ends[ticket] = math.inf
+                    self.most = max(self.most, len(self._ends))
+                    return ticket
+                soonest = min(self._ends.values()) + self._window - now  # inf: every slot still in flight
+                started = self._clock()
+                self._changed.wait(min(soonest, 0.05))  # wake up now and then to honour the stop event
+                self.waited += self._clock() - started
+                if self._stop.is_set():
+                    raise Interrupted("interrupted: stop requested")
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -255,6 +313,30 @@ class AnalyticsResult:
 # -- the run -----------------------------------------------------------------------------------
 
 
+class AnalyticsProgress(Protocol):
+    """What a run reports as it goes: the CLI's progress bar on a terminal (etl/render.py)."""
+
+    def planned(self, series: str, days: int) -> None:
+        """``days`` (subject, day) pairs of ``series`` are to be fetched."""
+
+    def fetched(self, series: str, days: int) -> None:
+        """An answer for ``days`` more (subject, day) pairs is in (a truncated one counts none)."""
+
+    def loaded(self, series: str) -> None:
+        """The series is written."""
+
+
+class _Silent:
+    def planned(self, series: str, days: int) -> None:
+        pass
+
+    def fetched(self, series: str, days: int) -> None:
+        pass
+
+    def loaded(self, series: str) -> None:
+        pass
+
+
 @dataclass
 class _Fetch:
     series: Series
@@ -267,9 +349,68 @@ class _Fetch:
     parsed: ParsedAnswer | None = None
     error: str | None = None
 
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
 
 class _Unavailable(Exception):
     """The key cannot use the Analytics API (403 or 404)."""
+
+
+class _Gate:
+    """Opens when every series has had its first answer (or ended), or one found the API refused.
+
+    Nothing is written before it opens: a 403 or 404 on any series' first request then skips
+    the whole Analytics API, with nothing of it half-archived.
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._waiting = set(names)
+        self._lock = threading.Lock()
+        self._open = threading.Event()
+        self.refused: _Unavailable | None = None
+        if not self._waiting:
+            self._open.set()
+
+    def arrive(self, name: str) -> None:
+        with self._lock:
+            self._waiting.discard(name)
+            if not self._waiting:
+                self._open.set()
+
+    def refuse(self, exc: _Unavailable) -> None:
+        with self._lock:
+            self.refused = self.refused or exc
+        self._open.set()
+
+    def wait(self) -> None:
+        self._open.wait()  # every series arrives at the latest when its worker ends
+        if self.refused is not None:
+            raise self.refused
+
+
+class _Keys:
+    """``GET /keys``, listed once for the key and workspace series, by whichever asks first."""
+
+    def __init__(self, client: OpenRouterClient) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._listed: tuple[list[dict[str, Any]], list[Fetched]] | None = None
+        self._error: ArchiveError | None = None
+        self.stored = False
+
+    def get(self) -> tuple[list[dict[str, Any]], list[Fetched]]:
+        with self._lock:
+            if self._listed is None and self._error is None:
+                try:
+                    self._listed = self._client.list_keys(include_disabled=True)
+                except ArchiveError as exc:
+                    self._error = exc
+            if self._error is not None:
+                raise self._error
+            assert self._listed is not None
+            return self._listed
 
 
 def run_analytics(
@@ -284,47 +425,45 @@ def run_analytics(
     stop: threading.Event,
     rate_window: float = 60.0,
     on_series: Callable[[SeriesResult], None] = lambda _: None,
+    progress: AnalyticsProgress | None = None,
 ) -> AnalyticsResult:
     """Archive every configured series; ``refetch_days`` None refetches the whole reach (backfill).
+
+    Every series starts at once, each in its own thread (listing ``/keys`` first if it needs
+    the keys), its requests ``settings.concurrency`` at a time, all of them paced by one
+    shared rate limiter. A series is written by this thread as soon as all its answers are
+    in, while the others are still fetching.
 
     Raises only Interrupted and WarehouseError (after committing the days already written).
     """
     started = time.monotonic()
+    progress = progress or _Silent()
     result = AnalyticsResult()
     limiter = RateLimiter(settings.analytics_requests_per_minute, rate_window, stop)
-    keys: list[dict[str, Any]] | None = None
-    plans: list[tuple[Series, SeriesResult, list[_Fetch]]] = []
+    names = list(dict.fromkeys(settings.analytics_series))
+    outcomes = {name: SeriesResult(name) for name in names}
+    result.series = list(outcomes.values())
+    keys = _Keys(client)
+    gate = _Gate(names)
+    halt = threading.Event()
     try:
-        for name in settings.analytics_series:
-            series = SERIES[name]
-            outcome = SeriesResult(name)
-            result.series.append(outcome)
+        with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="series") as pool:
+            futures = {
+                pool.submit(_run_series, engine, client, SERIES[name], settings, today, refetch_days, keys, stop, halt, gate, limiter,
+                            outcomes[name], progress): name
+                for name in names
+            }
             try:
-                if series.per_subject:
-                    if name in ("key", "workspace") and keys is None:
-                        keys = _list_keys(engine, client, run_id, now, result)
-                    subjects = _subjects(name, settings, keys or [])
-                else:
-                    subjects = [WHOLE]
-            except ArchiveError as exc:
-                if isinstance(exc, (PermissionDeniedError, NotFoundError)):
-                    raise _unavailable(exc) from None
-                if isinstance(exc, Interrupted):
-                    raise
-                outcome.errors.append(f"listing {name} subjects: {exc}")
-                continue
-            outcome.subjects = len(subjects)
-            plans.append((series, outcome, _plan_series(engine, series, subjects, today, refetch_days)))
-        # Series are fetched side by side (the rate limiter is shared) and loaded one after
-        # another, each as soon as its answers are in.
-        halt = threading.Event()
-        with ThreadPoolExecutor(max_workers=max(1, len(plans)), thread_name_prefix="series") as pool:
-            futures = [(series, outcome, pool.submit(_fetch_series, client, series, todo, settings, stop, halt, limiter, outcome))
-                       for series, outcome, todo in plans]
-            try:
-                for series, outcome, future in futures:
-                    _load(engine, series, future.result(), run_id, now, stop, outcome)
+                gate.wait()
+                for future in as_completed(futures):
+                    name = futures[future]
+                    series, outcome = SERIES[name], outcomes[name]
+                    jobs = future.result()
+                    if name in ("key", "workspace") and not keys.stored and jobs is not None:
+                        _store_keys(engine, keys, run_id, now, result)
+                    _load(engine, series, jobs or [], run_id, now, stop, outcome)
                     result.requests += outcome.requests
+                    progress.loaded(name)
                     on_series(outcome)
                     log.info("%s", outcome.describe())
             finally:
@@ -344,14 +483,45 @@ def _unavailable(exc: ArchiveError) -> _Unavailable:
     )
 
 
-def _list_keys(engine: Engine, client: OpenRouterClient, run_id: int | None, now: Callable[[], datetime], result: AnalyticsResult) -> list[dict[str, Any]]:
-    keys, pages = client.list_keys(include_disabled=True)
+def _run_series(
+    engine: Engine, client: OpenRouterClient, series: Series, settings: SyncConfig, today: date, refetch_days: int | None,
+    keys: _Keys, stop: threading.Event, halt: threading.Event, gate: _Gate, limiter: RateLimiter, outcome: SeriesResult,
+    progress: AnalyticsProgress,
+) -> list[_Fetch] | None:
+    """A series' subjects, plan and answers (None: its subjects could not be listed)."""
+    try:
+        if series.per_subject:
+            try:
+                listed = keys.get()[0] if series.name in ("key", "workspace") else []
+            except (PermissionDeniedError, NotFoundError) as exc:
+                raise _unavailable(exc) from None
+            except Interrupted:
+                raise
+            except ArchiveError as exc:
+                outcome.errors.append(f"listing {series.name} subjects: {exc}")
+                return None
+            subjects = _subjects(series.name, settings, listed)
+        else:
+            subjects = [WHOLE]
+        outcome.subjects = len(subjects)
+        todo = _plan_series(engine, series, subjects, today, refetch_days, settings.analytics_row_limit)
+        progress.planned(series.name, sum(job.days for job in todo))
+        return _fetch_series(client, series, todo, settings, stop, halt, limiter, outcome, lambda: gate.arrive(series.name), progress)
+    except _Unavailable as exc:
+        gate.refuse(exc)
+        raise
+    finally:
+        gate.arrive(series.name)
+
+
+def _store_keys(engine: Engine, keys: _Keys, run_id: int | None, now: Callable[[], datetime], result: AnalyticsResult) -> None:
+    listed, pages = keys.get()
     result.requests += len(pages)
     with engine.begin() as conn:
         for page in pages:
             warehouse.store_raw(conn, page, run_id)
-        warehouse.save_keys(conn, keys, now())
-    return keys
+        warehouse.save_keys(conn, listed, now())
+    keys.stored = True
 
 
 def _subjects(name: str, settings: SyncConfig, keys: list[dict[str, Any]]) -> list[str]:
@@ -362,26 +532,40 @@ def _subjects(name: str, settings: SyncConfig, keys: list[dict[str, Any]]) -> li
     return sorted({k["workspace_id"] for k in keys if k.get("workspace_id")})
 
 
-def _plan_series(engine: Engine, series: Series, subjects: list[str], today: date, refetch_days: int | None) -> list[_Fetch]:
-    """One request per subject and run of consecutive days to fetch (split later if truncated)."""
+def _plan_series(engine: Engine, series: Series, subjects: list[str], today: date, refetch_days: int | None, limit: int) -> list[_Fetch]:
+    """Requests per subject: runs of consecutive days to fetch, cut to fit ``limit`` where the rows per day are known."""
     first, last = series_range(today, series.reach)
     todo: list[_Fetch] = []
     with engine.connect() as conn:
         for subject in subjects:
             have = _archived(conn, series.name, subject, first.isoformat(), last.isoformat())
             for start, end in runs(plan_days(today, series.reach, have, refetch_days)):
-                todo.append(_Fetch(series, subject, start, end, oldest=start == first))
+                for a, b in size_ranges(start, end, have, limit):
+                    todo.append(_Fetch(series, subject, a, b, oldest=a == first))
     return todo
 
 
 def _fetch_series(
     client: OpenRouterClient, series: Series, todo: list[_Fetch], settings: SyncConfig, stop: threading.Event,
-    halt: threading.Event, limiter: RateLimiter, outcome: SeriesResult,
+    halt: threading.Event, limiter: RateLimiter, outcome: SeriesResult, answered: Callable[[], None] = lambda: None,
+    progress: AnalyticsProgress | None = None,
 ) -> list[_Fetch]:
-    """Every planned request answered (or failed), truncated answers replaced by their splits."""
+    """Every planned request answered (or failed), truncated answers replaced by their splits.
+
+    ``answered`` is called after each request, whatever its outcome; every attempt, retries
+    included (OpenRouter counts those too), holds a slot of the rate limiter.
+    """
     limit = settings.analytics_row_limit
+    progress = progress or _Silent()
     done: list[_Fetch] = []
     lock = threading.Lock()
+
+    @contextmanager
+    def pace() -> Iterator[None]:
+        with limiter.slot():
+            with lock:
+                outcome.requests += 1
+            yield
 
     def fetch(job: _Fetch) -> list[_Fetch]:
         """The job answered, or the jobs its truncated answer was split into."""
@@ -390,12 +574,9 @@ def _fetch_series(
         if halt.is_set():
             job.error = "not fetched: the run ended early"
             return [job]
-        limiter.acquire()
-        with lock:
-            outcome.requests += 1
         subject = None if job.subject == WHOLE else job.subject
         try:
-            job.fetched = client.analytics_query(query_body(series, job.first, job.last, limit, subject))
+            job.fetched = client.analytics_query(query_body(series, job.first, job.last, limit, subject), around_attempt=pace)
         except (PermissionDeniedError, NotFoundError) as exc:
             raise _unavailable(exc) from None
         except BadRequestError as exc:
@@ -403,6 +584,7 @@ def _fetch_series(
                 # "About 365 days": the oldest day may already be gone. Start a day later;
                 # a day OpenRouter no longer serves is not a failure.
                 log.info("analytics %s: %s refused (%s); asking from %s", series.name, job.first, exc, job.first + timedelta(days=1))
+                progress.fetched(series.name, 1)
                 return [job, _Fetch(series, job.subject, job.first + timedelta(days=1), job.last, oldest=True, shift=job.shift + 1)]
             job.error = str(exc)
             return [job]
@@ -411,6 +593,8 @@ def _fetch_series(
         except ArchiveError as exc:
             job.error = str(exc)
             return [job]
+        finally:
+            answered()
         try:
             job.parsed = parse_answer(
                 job.fetched.document, dimensions=series.dimensions, metrics=series.metrics, first=job.first, last=job.last,
@@ -434,14 +618,15 @@ def _fetch_series(
             return [job, *(_Fetch(series, job.subject, a, b) for a, b in parts)]
         except ArchiveError as exc:
             job.error = str(exc)
+        progress.fetched(series.name, job.days)
         return [job]
 
     # A truncated answer's replacements are asked in the next round, until none is left.
-    with ThreadPoolExecutor(max_workers=settings.concurrency if series.per_subject else 1, thread_name_prefix="analytics") as pool:
+    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="analytics") as pool:
         while todo:
             followups: list[_Fetch] = []
-            for answered in pool.map(fetch, todo):
-                head, *rest = answered
+            for answered_jobs in pool.map(fetch, todo):
+                head, *rest = answered_jobs
                 if rest:
                     followups += rest  # head was truncated: nothing of it is stored
                 else:
@@ -450,24 +635,34 @@ def _fetch_series(
     return done
 
 
-def _archived(conn: Connection, series: str, subject: str, first: str, last: str) -> set[str]:
+def _archived(conn: Connection, series: str, subject: str, first: str, last: str) -> dict[str, int]:
+    """The days of (series, subject) archived between ``first`` and ``last``, with their row counts."""
     t = archived_analytics_days
-    query = select(t.c.date).where(t.c.series == series, t.c.subject == subject, t.c.date >= first, t.c.date <= last)
-    return set(conn.execute(query).scalars())
+    query = select(t.c.date, t.c.row_count).where(t.c.series == series, t.c.subject == subject, t.c.date >= first, t.c.date <= last)
+    return {d: n for d, n in conn.execute(query)}
 
 
 def _load(
     engine: Engine, series: Series, jobs: list[_Fetch], run_id: int | None, now: Callable[[], datetime],
     stop: threading.Event, outcome: SeriesResult,
 ) -> None:
-    """Write the series day by day: each day, for every subject, in one transaction."""
+    """Write the series day by day, each day of every subject whole, in transactions of about ``GROUP_ROWS`` rows.
+
+    Each (series, day) is written whole or not at all, with its marks: a transaction commits
+    only between two days, and a failure rolls back its days, none of which is then marked.
+    Grouping the days spares a commit per day (an fsync with ``synchronous=FULL``): a year
+    of five series is 1,500 (series, day) pairs, whose commits were most of a first sync's
+    time. A crash loses at most the open group, fetched again by the next sync. The outcome
+    counts committed days only.
+    """
     answered = [j for j in jobs if j.error is None and j.parsed is not None and j.fetched is not None]
     for job in jobs:
         if job.error is not None:
-            days = (job.last - job.first).days + 1
-            outcome.days_failed += days
+            outcome.days_failed += job.days
             outcome.errors.append(f"{_describe(series, job.subject)} {job.first} .. {job.last}: {job.error}")
             log.warning("analytics %s: %s", series.name, outcome.errors[-1])
+    if not answered:
+        return
     raw: dict[int, int] = {}
     with engine.begin() as conn:
         for job in answered:
@@ -480,10 +675,12 @@ def _load(
         while moment <= job.last:
             by_day.setdefault(moment.isoformat(), []).append(job)
             moment += timedelta(days=1)
+    group: list[_Day] = []
+    size = 0
     for day in sorted(by_day):
         if stop.is_set():
+            _write_group(engine, series, group, run_id, outcome)  # the days already prepared are complete: keep them
             raise Interrupted("interrupted: stop requested")
-        stamp = now()
         ready: list[tuple[str, list[dict[str, Any]], int | None]] = []  # (subject, rows, raw response id)
         labels: dict[str, str] = {}
         for job in by_day[day]:
@@ -500,14 +697,136 @@ def _load(
             labels.update(seen)
         if not ready:
             continue
-        with engine.begin() as conn:  # the day of every subject of the series, or none of it
-            written = save_series_day(conn, series, ready, day, now=stamp, run_id=run_id)
-            _save_labels(conn, series.name, labels, stamp)
-        outcome.days_archived += len(ready)
-        outcome.rows_inserted += written.inserted
-        outcome.rows_updated += written.updated
-        outcome.rows_unchanged += written.unchanged
-        outcome.rows_retired += written.retired
+        group.append(_Day(day, now(), ready, labels))
+        size += sum(1 + len(rows) for _, rows, _ in ready)  # a mark per subject, and the rows
+        if size >= GROUP_ROWS:
+            _write_group(engine, series, group, run_id, outcome)
+            group, size = [], 0
+    _write_group(engine, series, group, run_id, outcome)
+
+
+@dataclass
+class _Day:
+    """One (series, day) ready to write: every subject answered for it."""
+
+    day: str
+    now: datetime
+    answers: list[tuple[str, list[dict[str, Any]], int | None]]  # (subject, rows, raw response id)
+    labels: dict[str, str]
+
+
+def _write_group(engine: Engine, series: Series, days: list[_Day], run_id: int | None, outcome: SeriesResult) -> None:
+    """Write ``days`` in one transaction, then count them in ``outcome``."""
+    if not days:
+        return
+    with engine.begin() as conn:
+        written = save_series_days(conn, series, days, run_id=run_id)
+        labels: dict[str, str] = {}
+        for item in days:
+            labels.update(item.labels)
+        _save_labels(conn, series.name, labels, days[-1].now)
+    for item, w in zip(days, written):
+        outcome.days_archived += len(item.answers)
+        outcome.rows_inserted += w.inserted
+        outcome.rows_updated += w.updated
+        outcome.rows_unchanged += w.unchanged
+        outcome.rows_retired += w.retired
+
+
+def save_series_days(conn: Connection, series: Series, days: list[_Day], *, run_id: int | None) -> list[warehouse.DayWrite]:
+    """``save_series_day`` for many days in the caller's transaction, in a few statements.
+
+    One SELECT reads what the days already hold; a day whose rows are all new or unchanged
+    (every day of a first sync, nearly every day of a later one) is written by one upsert
+    shared by all such days, its marks by another. A day with a revised or vanished row goes
+    through ``save_series_day`` (``warehouse.save_rows``), which keeps the old versions in
+    the history table. The result is the same as writing the days one by one.
+    """
+    if not days:
+        return []
+    table, key, compared = series.table, series.key, series.compared
+    where = [table.c.date >= min(d.day for d in days), table.c.date <= max(d.day for d in days)]
+    if table is analytics_daily:
+        where.append(table.c.series == series.name)
+    # The scope of a day, as in save_series_day: the subjects answered for it (per-subject
+    # series), else the whole day of the series.
+    wanted = {d.day: {s for s, _, _ in d.answers} for d in days}
+    subject_at = key.index("subject") if series.per_subject else None
+    existing: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+    for r in conn.execute(select(table.c.date, *(table.c[k] for k in key), *(table.c[c] for c in compared)).where(*where)):
+        day, ident = r[0], tuple(r[1 : 1 + len(key)])
+        if day not in wanted or (subject_at is not None and ident[subject_at] not in wanted[day]):
+            continue  # a day or subject not in this write: its rows stay as they are
+        existing.setdefault(day, {})[ident] = tuple(r[1 + len(key) :])
+    out: list[warehouse.DayWrite] = []
+    fresh: list[dict[str, Any]] = []
+    marks: list[dict[str, Any]] = []
+    for item in days:
+        rows = [r for _, subject_rows, _ in item.answers for r in subject_rows]
+        held = existing.get(item.day)
+        if held:
+            diff = warehouse.diff_rows(held, rows, key, compared)
+            if diff.updated or diff.vanished:
+                out.append(save_series_day(conn, series, item.answers, item.day, now=item.now, run_id=run_id))
+                continue
+            # diff_rows hands back the incoming rows themselves: this run's own dicts (_rows)
+            inserted, unchanged = cast("list[dict[str, Any]]", diff.inserted), diff.unchanged
+        else:
+            inserted, unchanged = rows, 0  # nothing held for the day (a first sync): every row is new
+        stamp = {"date": item.day, "first_archived_at": item.now, "updated_at": item.now}
+        for row in inserted:
+            row.update(stamp)  # the rows are this run's own dicts (_rows), not the caller's data
+        fresh += inserted
+        marks += _marks(series, item.answers, item.day, item.now, run_id)
+        out.append(warehouse.DayWrite(item.day, len(rows), len(inserted), 0, unchanged, 0))
+    if fresh:
+        pk = [c.name for c in table.primary_key.columns]
+        _execute_many(conn, table, upsert(conn.engine, table, pk, (*compared, "updated_at")), fresh)
+    if marks:
+        conn.execute(_mark_statement(conn), marks)
+    return out
+
+
+def _execute_many(conn: Connection, table: Table, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    """``conn.execute(stmt, rows)`` for thousands of rows at half its cost.
+
+    The statement is compiled by SQLAlchemy as usual and each column's bind processor
+    applied as it would be (a timestamp once per distinct value: a day's rows share one);
+    only the per-row parameter bookkeeping, about half the CPU of a year's load, is skipped
+    by handing the driver the rows in the compiled statement's order.
+    """
+    compiled = stmt.compile(dialect=conn.dialect)
+    names: list[str] = list(compiled.positiontup) if compiled.positiontup else list(compiled.binds)
+    processors: dict[str, Callable[[Any], Any]] = {}
+    for name in names:
+        processor = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        if processor is not None:
+            processors[name] = functools.lru_cache(maxsize=64)(processor)  # timestamps: one value per day
+    if compiled.positiontup:
+        pick = operator.itemgetter(*names)
+        processed = [(i, processors[n]) for i, n in enumerate(names) if n in processors]
+        params: list[Any] = []
+        for r in rows:
+            values = list(pick(r))
+            for i, process in processed:
+                values[i] = process(values[i])
+            params.append(tuple(values))
+    else:
+        params = [{n: processors[n](r[n]) if n in processors else r[n] for n in names} for r in rows]
+    conn.exec_driver_sql(compiled.string, params)
+
+
+def _marks(series: Series, answers: list[tuple[str, list[dict[str, Any]], int | None]], day: str, now: datetime,
+           run_id: int | None) -> list[dict[str, Any]]:
+    return [
+        {"series": series.name, "subject": subject, "date": day, "row_count": len(subject_rows), "first_archived_at": now,
+         "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_id}
+        for subject, subject_rows, raw_id in answers
+    ]
+
+
+def _mark_statement(conn: Connection) -> Any:
+    return upsert(conn.engine, archived_analytics_days, ("series", "subject", "date"), ("row_count", "last_fetched_at", "run_id", "raw_response_id"))
 
 
 def _rows(series: Series, subject: str, parsed: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -517,8 +836,7 @@ def _rows(series: Series, subject: str, parsed: list[dict[str, Any]]) -> tuple[l
         return parsed, labels
     out = []
     seen: set[tuple[str, str]] = set()
-    for row in parsed:
-        row = dict(row)
+    for row in parsed:  # the parsed answer's own dicts, used by nothing else: completed in place
         label = row.pop(LABEL, None)
         if label:
             labels[subject] = label
@@ -556,12 +874,7 @@ def save_series_day(
         conn, series.table, day, rows, now=now, scope=scope, key=series.key, run_id=run_id,
         raw_response_id=answers[0][2], compared=series.compared,
     )
-    stmt = upsert(conn.engine, archived_analytics_days, ("series", "subject", "date"), ("row_count", "last_fetched_at", "run_id", "raw_response_id"))
-    conn.execute(stmt, [
-        {"series": series.name, "subject": subject, "date": day, "row_count": len(subject_rows), "first_archived_at": now,
-         "last_fetched_at": now, "run_id": run_id, "raw_response_id": raw_id}
-        for subject, subject_rows, raw_id in answers
-    ])
+    conn.execute(_mark_statement(conn), _marks(series, answers, day, now, run_id))
     return written
 
 

@@ -269,7 +269,8 @@ def _run_and_report(
             days = plan(engine, app.config)
             with DayPrinter(len(days), quiet=app.quiet) as printer:
                 report = run_sync(
-                    engine, client, days, trigger=trigger, on_day=printer, settings=app.config.sync, subject_plan=subject_plan
+                    engine, client, days, trigger=trigger, on_day=printer, settings=app.config.sync, subject_plan=subject_plan,
+                    analytics_progress=printer,
                 )
     click.echo(describe_report(report))
     for breakdown in report.breakdowns:

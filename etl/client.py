@@ -36,6 +36,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -205,20 +206,25 @@ class OpenRouterClient:
         """``GET /analytics/meta``: the metrics, dimensions, operators and granularities on offer."""
         return self.get("analytics/meta", {})
 
-    def analytics_query(self, body: Mapping[str, Any]) -> Fetched:
+    def analytics_query(self, body: Mapping[str, Any], around_attempt: Callable[[], AbstractContextManager[object]] | None = None) -> Fetched:
         """``POST /analytics/query`` with a JSON body; same retries and deadlines as ``get``.
 
         ``Fetched.params`` holds the body as canonical JSON under ``query``, so that the raw
-        archive records which query an answer belongs to.
+        archive records which query an answer belongs to. Every attempt, retries included, runs
+        inside ``around_attempt()``: the caller's rate limiter holds a slot from before the
+        request is sent until its answer is in, and counts each attempt, as OpenRouter does.
         """
-        return self._request("POST", "analytics/query", {}, dict(body))
+        return self._request("POST", "analytics/query", {}, dict(body), around_attempt)
 
     # -- machinery -------------------------------------------------------------------------
 
     def get(self, path: str, params: Mapping[str, str]) -> Fetched:
         return self._request("GET", path, params)
 
-    def _request(self, method: str, path: str, params: Mapping[str, str], json_body: dict[str, Any] | None = None) -> Fetched:
+    def _request(
+        self, method: str, path: str, params: Mapping[str, str], json_body: dict[str, Any] | None = None,
+        around_attempt: Callable[[], AbstractContextManager[object]] | None = None,
+    ) -> Fetched:
         policy = self._retry
         stops: list[stop_base] = [stop_before_delay(policy.max_total_seconds), stop_when_event_set(self._stop)]
         if policy.max_attempts:
@@ -234,7 +240,7 @@ class OpenRouterClient:
         started = time.monotonic()
         try:
             for attempt in retrying:
-                with attempt:
+                with attempt, around_attempt() if around_attempt is not None else nullcontext():
                     fetched = self._attempt(path, dict(params), method, json_body)
                     return Fetched(**{**fetched.__dict__, "attempts": attempt.retry_state.attempt_number})
         except _Retryable as exc:

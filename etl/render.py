@@ -7,6 +7,7 @@ one line per day otherwise, so that cron mail and journald stay readable).
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -65,12 +66,22 @@ def describe_report(r: SyncReport) -> str:
 
 
 class DayPrinter:
-    """Reports each day as it is archived."""
+    """Reports each day as it is archived, and the Analytics API's series as they are fetched.
+
+    On a terminal (stdout for /activity's days, as before; stderr for the analytics series,
+    so that a `sync > file` on a terminal still shows them) a rich progress bar, one task
+    per series counting its (subject, day) pairs; off a terminal, in cron and in logs, one
+    line per day and none for the series (their summaries say it all). Thread-safe: the
+    series report from their own threads.
+    """
 
     def __init__(self, total: int, quiet: bool = False):
         self.total, self.quiet = total, quiet
         self._progress: Any = None
         self._task: Any = None
+        self._series: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.analytics_bar = not quiet and sys.stderr.isatty()
 
     def __enter__(self) -> DayPrinter:
         if not self.quiet and sys.stdout.isatty() and self.total > 1:
@@ -87,11 +98,39 @@ class DayPrinter:
 
     def __call__(self, outcome: DayOutcome) -> None:
         if self._progress is not None:
-            self._progress.advance(self._task)
+            if self._task is not None:
+                self._progress.advance(self._task)
             if outcome.status != "archived":
                 self._progress.console.print(describe_day(outcome))
         elif not self.quiet or outcome.status not in ("archived", "not_served"):  # -q: only what went wrong
             click.echo(describe_day(outcome))
+
+    # -- the Analytics API's series (etl.analytics.AnalyticsProgress) --
+
+    def planned(self, series: str, days: int) -> None:
+        if not self.analytics_bar or days <= 0:
+            return
+        with self._lock:
+            if self._progress is None:  # no bar for /activity's days: one of our own, on stderr
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
+                                          TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+                self._progress.start()
+            # Days of every subject: a key series of 20 keys over a year is 7,300.
+            self._series[series] = self._progress.add_task(f"analytics {series}", total=days)
+
+    def fetched(self, series: str, days: int) -> None:
+        task = self._series.get(series)
+        if task is not None:
+            self._progress.advance(task, days)
+
+    def loaded(self, series: str) -> None:
+        task = self._series.get(series)
+        if task is not None:
+            total = self._progress.tasks[[t.id for t in self._progress.tasks].index(task)].total
+            self._progress.update(task, completed=total, description=f"analytics {series}, archived")
 
 
 def status_lines(s: ArchiveStatus) -> list[str]:

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl import warehouse
-from etl.analytics import AnalyticsResult
+from etl.analytics import AnalyticsProgress, AnalyticsResult
 from etl.breakdowns import BreakdownResult, details_json, run_breakdowns
 from etl.client import OpenRouterClient
 from etl.config import SyncConfig
@@ -138,6 +138,7 @@ def run_sync(
     stop: threading.Event | None = None,
     settings: SyncConfig | None = None,
     subject_plan: Callable[[set[str]], list[date]] | None = None,
+    analytics_progress: AnalyticsProgress | None = None,
 ) -> SyncReport:
     """Fetch, validate and load ``days``; every day is archived whole or not at all.
 
@@ -175,7 +176,7 @@ def run_sync(
                 report.interrupted = isinstance(exc, Interrupted)
             report.interrupted = report.interrupted or stop.is_set()
         if settings is not None and settings.analytics_series and report.error is None:
-            _archive_analytics(ctx, settings, report, days, today)
+            _archive_analytics(ctx, settings, report, days, today, analytics_progress)
     except BaseException as exc:
         # Ctrl-C (KeyboardInterrupt) or a bug: record how the run ended, then let it go on.
         # Days already committed stay; the day being written rolled back.
@@ -187,7 +188,9 @@ def run_sync(
     return report
 
 
-def _archive_analytics(ctx: RunContext, settings: SyncConfig, report: SyncReport, days: list[date], today: date) -> None:
+def _archive_analytics(
+    ctx: RunContext, settings: SyncConfig, report: SyncReport, days: list[date], today: date, progress: AnalyticsProgress | None = None,
+) -> None:
     """The Analytics API's series (etl/analytics.py); a backfill of the whole window refetches their whole reach."""
     from etl.analytics import run_analytics
 
@@ -196,7 +199,8 @@ def _archive_analytics(ctx: RunContext, settings: SyncConfig, report: SyncReport
     try:
         with _writing(ctx.engine):
             report.analytics = run_analytics(
-                ctx.engine, ctx.client, settings, today, refetch_days=refetch, run_id=ctx.run_id, now=ctx.now, stop=ctx.stop
+                ctx.engine, ctx.client, settings, today, refetch_days=refetch, run_id=ctx.run_id, now=ctx.now, stop=ctx.stop,
+                progress=progress,
             )
     except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
         report.error = f"analytics: {exc}"
