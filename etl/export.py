@@ -202,6 +202,21 @@ def fit_columns(header: Sequence[str], body: Sequence[Sequence[str]], footer: Se
     return shown
 
 
+def group_widths(naturals: Sequence[int], room: int, minimum: int = GROUP_MIN_WIDTH) -> list[int]:
+    """Widths for the group columns within ``room`` characters: each its natural width when
+    they fit, else the narrowest first keep theirs and the rest share what is left (at
+    least ``minimum`` each, or its natural width when narrower)."""
+    caps = list(naturals)
+    if sum(caps) <= room:
+        return caps
+    left, order = room, sorted(range(len(caps)), key=lambda i: caps[i])
+    for k, i in enumerate(order):
+        share = left // (len(order) - k)
+        caps[i] = max(min(naturals[i], share), min(naturals[i], minimum))
+        left -= caps[i]
+    return caps
+
+
 def print_table(report: Report, human: bool, width: int | None = None, file: IO[str] | None = None,
                 columns: Sequence[str] | None = None) -> list[str]:
     """Aligned table with a totals row, on stdout or into ``file`` (plain text, no colour).
@@ -222,9 +237,20 @@ def print_table(report: Report, human: bool, width: int | None = None, file: IO[
     shown = metrics if columns is not None else fit_columns(header, body, footer, n_groups, metrics, room)
     dropped = [m for m in metrics if m not in shown]
     keep = list(range(n_groups)) + [n_groups + metrics.index(m) for m in shown] + ([len(header) - 1] if sourced else [])
+    def natural(i: int) -> int:
+        return max(len(header[i]), len(footer[i]), *(len(r[i]) for r in body)) if body else max(len(header[i]), len(footer[i]))
+
+    # rich measures a no_wrap column's minimum as its whole text and, short of room, crops
+    # the table's right edge (a number cut to "26,85"): cap the group columns to what the
+    # metrics leave instead, so that only a group label is ever cut, with an ellipsis.
+    others = [i for i in keep if i >= n_groups]
+    used = sum(natural(i) for i in others) + 3 * (len(keep) - 1)  # padding and rules
+    caps = group_widths([natural(i) for i in range(n_groups)], console.width - used)
     table = Table(show_footer=True, show_edge=False, pad_edge=False)
     for i in keep:
-        if i < n_groups or (sourced and i == len(header) - 1):
+        if i < n_groups:
+            table.add_column(header[i], footer=footer[i], justify="left", no_wrap=True, overflow="ellipsis", max_width=caps[i])
+        elif sourced and i == len(header) - 1:
             table.add_column(header[i], footer=footer[i], justify="left", no_wrap=True, overflow="ellipsis")
         else:  # a number is never cut: its full width is reserved
             full = max(len(header[i]), len(footer[i]), *(len(r[i]) for r in body)) if body else len(footer[i])
