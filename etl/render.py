@@ -6,6 +6,8 @@ one line per day otherwise, so that cron mail and journald stay readable).
 
 from __future__ import annotations
 
+import re
+
 import sys
 import threading
 from collections.abc import Sequence
@@ -133,6 +135,11 @@ class DayPrinter:
             self._progress.update(task, completed=total, description=f"analytics {series}, archived")
 
 
+def when(timestamp: Any) -> str:
+    """A stored ISO timestamp to the second, for people (``status --json`` keeps it whole)."""
+    return re.sub(r"\.\d+(?=Z$|[+-]\d\d:\d\d$|$)", "", str(timestamp))
+
+
 def status_lines(s: ArchiveStatus) -> list[str]:
     lines = [f"warehouse     {s.warehouse} ({human_bytes(s.warehouse_bytes)})"]
     if s.server_version:
@@ -155,11 +162,11 @@ def status_lines(s: ArchiveStatus) -> list[str]:
     if s.last_run:
         r = s.last_run
         lines.append(
-            f"last run      #{r['id']} {r['trigger']} {r['outcome']} at {r['finished_at'] or r['started_at']}: "
+            f"last run      #{r['id']} {r['trigger']} {r['outcome']} at {when(r['finished_at'] or r['started_at'])}: "
             f"{r['days_fetched']}/{r['days_requested']} days, {r['rows_inserted']} new, {r['rows_updated']} changed"
             + (f"; error: {r['error']}" if r["error"] else "")
         )
-    lines.append(f"last success  {s.last_success_at or 'never'}")
+    lines.append(f"last success  {when(s.last_success_at) if s.last_success_at else 'never'}")
     for name, check in s.breakdowns.items():
         bad = check["mismatches"]
         if not bad:
@@ -189,7 +196,7 @@ def status_lines(s: ArchiveStatus) -> list[str]:
         lines.append("health        ok")
     if s.credits:
         c = s.credits
-        lines.append(f"credits       {usd(c['total_credits'] - c['total_usage'])} remaining (as of {c['fetched_at']})")
+        lines.append(f"credits       {usd(c['total_credits'] - c['total_usage'])} remaining (as of {when(c['fetched_at'])})")
     return lines
 
 
@@ -205,7 +212,7 @@ def history_lines(history: dict[str, dict[str, Any]]) -> list[str]:
             continue
         retired = f"{h['retired']:,} row(s) retired (no longer listed by OpenRouter)"
         if h["last_retired_at"]:
-            retired += f", the last at {h['last_retired_at']}"
+            retired += f", the last at {when(h['last_retired_at'])}"
         lines.append(f"{label:<14}{retired}; {h['revised']:,} earlier version(s) of revised rows")
     return lines
 
