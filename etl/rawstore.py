@@ -31,7 +31,7 @@ from collections.abc import Iterable
 ENCODING = "gzip"
 # Level 6 (the gzip default) on the pieces that are new: with the window's other days
 # already stored, that is one day of a 30-day answer, so the level costs little; level 1
-# would save a few milliseconds a sync and store about 15% more (README, "Storage").
+# would save a few milliseconds a sync and store about 16% more (README, "Storage").
 COMPRESS_LEVEL = 6
 # Below this a body is one piece: a cut could save less than its bookkeeping costs.
 MIN_SPLIT_BYTES = 32 * 1024

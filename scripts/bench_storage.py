@@ -20,8 +20,14 @@ before. Afterwards it prints:
   the same sync (SHA-256 and gzip of the whole body at level 6, and at level 1), measured
   one after the other, sync by sync (A B A B …): medians, wall and CPU time.
 
-Usage: python scripts/bench_storage.py [--days 365] [--endpoints 2000] [--keep DB]
-(about 2 s a sync at 2,000 endpoints on the 2-core machine; ``--days 60`` for a quick look)
+With ``--migration N`` it measures the upgrade instead: N whole-window answers (one a
+day) stored the old way (revision 0006: each fetch's body gzip-compressed in its row), then
+``migrate.upgrade`` to head, the file size before and after (and after ``VACUUM``), and the
+downgrade back.
+
+Usage: python scripts/bench_storage.py [--days 365] [--endpoints 2000] [--keep DB] [--migration N]
+(5 to 10 s a sync at 2,000 endpoints on the shared 2-core machine, 66 min for the default
+year; ``--days 60`` for a quick look)
 """
 
 from __future__ import annotations
@@ -104,12 +110,56 @@ def table_sizes(db: Path) -> dict[str, int]:
     return sizes
 
 
+def migration(answers: int, endpoints: int) -> None:
+    import sqlite3
+
+    import httpx
+
+    start = date(2027, 1, 1)
+    clock = {"today": start}
+    folder = tempfile.TemporaryDirectory(prefix="bench-storage-")
+    db = Path(folder.name) / "old.db"
+    engine = open_engine(f"sqlite:///{db}")
+    migrate.upgrade(engine, "0006")
+    insert = text(
+        "INSERT INTO raw_responses (fetched_at, endpoint, params, status, content_type, encoding, body, body_bytes, sha256) "
+        "VALUES ('2027-01-01 00:30:00.000000', 'activity', '{}', 200, 'application/json', 'gzip', :b, :n, :s)"
+    )
+    dataset = Dataset(endpoints_per_day=endpoints, anchor=start)
+    with StandIn(dataset, management_key=KEY, today=lambda: clock["today"]) as server, httpx.Client(timeout=300) as http:
+        for i in range(answers):
+            clock["today"] = start + timedelta(days=i)
+            body = http.get(f"{server.base_url}/activity", headers={"Authorization": f"Bearer {KEY}"}).content
+            with engine.begin() as conn:
+                conn.execute(insert, {"b": gzip.compress(body, 6, mtime=0), "n": len(body), "s": hashlib.sha256(body).hexdigest()})
+    engine.dispose()
+    before = db.stat().st_size
+    engine = open_engine(f"sqlite:///{db}")
+    _, wall, cpu = clocks(lambda: migrate.upgrade(engine))
+    engine.dispose()
+    after = db.stat().st_size
+    with sqlite3.connect(db) as conn:
+        conn.execute("VACUUM")
+    vacuumed = db.stat().st_size
+    engine = open_engine(f"sqlite:///{db}")
+    _, down_wall, down_cpu = clocks(lambda: migrate.downgrade(engine, "0006"))
+    engine.dispose()
+    print(f"bench_storage --migration: {answers} old-layout whole-window answers ({endpoints:,} endpoints a day), {mib(before)}")
+    print(f"  upgrade to {migrate.HEAD_REVISION}: {wall:.1f} s wall, {cpu:.1f} s CPU; file {mib(after)}, after VACUUM {mib(vacuumed)}")
+    print(f"  downgrade to 0006: {down_wall:.1f} s wall, {down_cpu:.1f} s CPU")
+    folder.cleanup()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=365, help="daily syncs to simulate")
     parser.add_argument("--endpoints", type=int, default=2000, help="endpoints a day in the stand-in's account")
     parser.add_argument("--keep", type=Path, help="write the warehouse here (default: a temporary folder)")
+    parser.add_argument("--migration", type=int, metavar="N", help="measure the upgrade of N old-layout answers instead")
     args = parser.parse_args()
+    if args.migration:
+        migration(args.migration, args.endpoints)
+        return 0
 
     start = date(2027, 1, 1)
     clock = {"today": start}
