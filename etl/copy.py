@@ -26,7 +26,7 @@ from sqlalchemy import BigInteger, Connection, Engine, Float, Integer, Table, ca
 
 from etl.db import upsert
 from etl.errors import CopyRefused, CopyVerificationFailed, WarehouseError
-from etl.schema import ACTIVITY_METRICS, SUMMARY_TABLES, metadata
+from etl.schema import ACTIVITY_METRICS, DERIVED_TABLES, metadata
 
 BATCH_ROWS = 2_000
 MONEY_TOLERANCE = 1e-6  # USD: the same floats summed in another order
@@ -46,10 +46,9 @@ class CopyReport:
 
 
 def tables() -> list[Table]:
-    """Every table of the archive, parents first; not the monthly summaries, which the
-    target's own triggers derive from the rows copied (and ``verify`` checks)."""
-    derived = {t.name for t in SUMMARY_TABLES.values()}
-    return [t for t in metadata.sorted_tables if t.name not in derived]
+    """Every table of the archive, parents first; not the monthly summaries and counts, which
+    the target's own triggers derive from the rows copied (and ``verify`` checks)."""
+    return [t for t in metadata.sorted_tables if t.name not in DERIVED_TABLES]
 
 
 def _surrogate(table: Table) -> bool:

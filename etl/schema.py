@@ -438,3 +438,24 @@ for _breakdown, _table in BREAKDOWN_TABLES.items():
     SUMMARY_TABLES[_table.name] = _summary_table(_table, BREAKDOWN_SUBJECTS[_breakdown])
     SUMMARY_SUBJECTS[_table.name] = BREAKDOWN_SUBJECTS[_breakdown]
 activity_by_key_monthly = SUMMARY_TABLES[activity_by_key.name]
+
+
+# -- monthly counts (issue 13), migration 0009 --------------------------------------------
+# Per counted table (``activity`` and each breakdown table), subject ('' for ``activity`` and
+# the workspace breakdown, which has one mark per day for every workspace) and month: how many
+# marks (``archived_days`` / ``archived_breakdown_days``) the month has, how many of them are
+# empty, the sum of their ``row_count``, and the rows the monthly summary holds. Triggers on
+# the marks and on the summaries keep it exact (etl/counts.py), so that ``status`` reads
+# a few rows per month instead of every mark and every summary row.
+month_counts = Table(
+    "month_counts",
+    metadata,
+    Column("counted", String(40), primary_key=True),
+    Column("subject", String(200), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("marked_days", BigInteger, nullable=False),
+    Column("empty_days", BigInteger, nullable=False),
+    Column("marked_rows", BigInteger, nullable=False),
+    Column("held_rows", BigInteger, nullable=False),
+)
+DERIVED_TABLES = (*(t.name for t in SUMMARY_TABLES.values()), month_counts.name)

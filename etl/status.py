@@ -32,6 +32,7 @@ from etl.schema import (
     archived_breakdown_days,
     archived_days,
     credits_snapshots,
+    month_counts,
     sync_runs,
 )
 from etl.config import HealthConfig
@@ -199,12 +200,69 @@ def miscounted_days(conn: Connection, revision: str) -> list[dict[str, Any]]:
     summaries, not every row of the archive.
     """
     summarised = revision >= "0008"
-    found = _miscounted(conn, activity, archived_days, [], None, summarised)
+    suspects = _counted_suspects(conn) if revision >= "0009" else None
+    found = _miscounted(conn, activity, archived_days, [], None, summarised, suspects)
     if revision >= "0003":
         for breakdown, table in BREAKDOWN_TABLES.items():
             column = None if breakdown == "workspace" else BREAKDOWN_SUBJECTS[breakdown]  # "*": all workspaces
-            found += _miscounted(conn, table, archived_breakdown_days, [archived_breakdown_days.c.breakdown == breakdown], column, summarised)
+            found += _miscounted(conn, table, archived_breakdown_days, [archived_breakdown_days.c.breakdown == breakdown], column,
+                                 summarised, suspects)
     return found
+
+
+def _counted_suspects(conn: Connection) -> dict[str, list[str]]:
+    """Per table, the months whose marks' row counts add up to another number than the
+    summary's rows, from the monthly counts (revision 0009): the same months as
+    ``_suspect_months`` finds, reading one row per month and subject."""
+    c = month_counts
+    query = select(c.c.counted, c.c.month).where(c.c.marked_days > 0, c.c.marked_rows != c.c.held_rows).distinct()
+    out: dict[str, set[str]] = {}
+    for counted, month in conn.execute(query):
+        out.setdefault(counted, set()).add(month)
+    return {t: sorted(m) for t, m in out.items()}
+
+
+def _month_days(month: str) -> list[date]:
+    first = date.fromisoformat(f"{month}-01")
+    following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    return days_between(first, following - timedelta(days=1))
+
+
+def _count_days(conn: Connection, status: ArchiveStatus, today: date) -> Gaps:
+    """Days archived, empty days, rows, first and last day and the gaps, from the monthly
+    counts (revision 0009): the dates are read only in the months not wholly archived and in
+    the window's; the result is exactly what ``find_gaps`` makes of every archived day."""
+    c = month_counts
+    marked: dict[str, int] = {}
+    for month, days, empty, rows in conn.execute(
+        select(c.c.month, c.c.marked_days, c.c.empty_days, c.c.held_rows).where(c.c.counted == activity.name)
+    ):
+        marked[month] = int(days)
+        status.days_archived += int(days)
+        status.empty_days += int(empty)
+        status.rows += int(rows)
+    first_day, last_day = conn.execute(select(func.min(archived_days.c.date), func.max(archived_days.c.date))).one()
+    status.first_day, status.last_day = first_day, last_day
+    if first_day is None:
+        return Gaps([], [])
+    window_first, yesterday = completed_window(today)
+    first = date.fromisoformat(first_day)
+    if first > yesterday:
+        return Gaps([], [])
+    months, month = [], first.replace(day=1)
+    while month <= yesterday:
+        key = month.isoformat()[:7]
+        whole = marked.get(key, 0) == len(_month_days(key))
+        if month <= first or key >= window_first.isoformat()[:7] or not whole:
+            months.append(key)
+        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    dates = archived_days.c.date
+    have = set(conn.execute(select(dates).where(or_(*(and_(dates >= f"{m}-01", dates <= f"{m}-32") for m in months)))).scalars())
+    missing = [d for m in months for d in _month_days(m) if first <= d <= yesterday and d.isoformat() not in have]
+    return Gaps(
+        pending=[d.isoformat() for d in missing if d >= window_first],
+        lost=[d.isoformat() for d in missing if d < window_first],
+    )
 
 
 def _suspect_months(conn: Connection, table: Table, marks: Table, where: list[Any], column: str | None) -> list[str]:
@@ -224,10 +282,12 @@ def _suspect_months(conn: Connection, table: Table, marks: Table, where: list[An
 
 def _miscounted(
     conn: Connection, table: Table, marks: Table, where: list[Any], column: str | None, summarised: bool = False,
+    suspects: dict[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Marks whose row_count differs from the current rows of their day (and subject, if ``column``)."""
+    """Marks whose row_count differs from the current rows of their day (and subject, if
+    ``column``); with ``suspects`` (the monthly counts'), only in those months."""
     if summarised:
-        months = _suspect_months(conn, table, marks, where, column)
+        months = suspects.get(table.name, []) if suspects is not None else _suspect_months(conn, table, marks, where, column)
         if not months:
             return []
         days = or_(*(and_(marks.c.date >= f"{m}-01", marks.c.date <= f"{m}-32") for m in months))
@@ -368,20 +428,26 @@ def _read(engine: Engine, today: date) -> ArchiveStatus:
         return status
     ensure_known(status.schema_revision)
     with engine.connect() as conn:
-        days = list(conn.execute(select(archived_days.c.date, archived_days.c.row_count)))
-        status.days_archived = len(days)
-        status.empty_days = sum(1 for _, n in days if n == 0)
         summarised = status.schema_revision >= "0008"
-        if summarised:  # the summaries count the rows: no scan of the whole table
-            status.rows = int(conn.execute(select(func.coalesce(func.sum(SUMMARY_TABLES[activity.name].c.row_count), 0))).scalar_one())
-        else:
-            status.rows = conn.execute(select(func.count()).select_from(activity)).scalar_one()
-        if days:
-            status.first_day = min(d for d, _ in days)
-            status.last_day = max(d for d, _ in days)
-        gaps = find_gaps((d for d, _ in days), today)
         runs = conn.execute(select(sync_runs.c.details).where(sync_runs.c.details.like('%"gone"%'))).scalars()
-        refused = refused_days(runs) - {d for d, _ in days}
+        refused = refused_days(runs)
+        if status.schema_revision >= "0009":  # the monthly counts: a few rows a month, no mark read outside the window
+            gaps = _count_days(conn, status, today)
+            if refused:
+                refused -= set(conn.execute(select(archived_days.c.date).where(archived_days.c.date.in_(sorted(refused)))).scalars())
+        else:
+            days = list(conn.execute(select(archived_days.c.date, archived_days.c.row_count)))
+            status.days_archived = len(days)
+            status.empty_days = sum(1 for _, n in days if n == 0)
+            if summarised:  # the summaries count the rows: no scan of the whole table
+                status.rows = int(conn.execute(select(func.coalesce(func.sum(SUMMARY_TABLES[activity.name].c.row_count), 0))).scalar_one())
+            else:
+                status.rows = conn.execute(select(func.count()).select_from(activity)).scalar_one()
+            if days:
+                status.first_day = min(d for d, _ in days)
+                status.last_day = max(d for d, _ in days)
+            gaps = find_gaps((d for d, _ in days), today)
+            refused -= {d for d, _ in days}
         status.pending = [d for d in gaps.pending if d not in refused]
         status.lost = sorted(set(gaps.lost) | refused)
         last = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc()).limit(1)).mappings().first()
@@ -404,7 +470,8 @@ def _read(engine: Engine, today: date) -> ArchiveStatus:
             from etl import summaries
 
             months = (window_first.isoformat()[:7], window_last.isoformat()[:7])
-            status.summaries = {"months": list(months), "mismatches": summaries.verify(conn, *months)}
+            mismatches = summaries.verify(conn, *months, with_counts=status.schema_revision >= "0009")
+            status.summaries = {"months": list(months), "mismatches": mismatches}
         if status.schema_revision >= "0005":
             status.analytics, status.reconciliation = analytics_coverage(conn, today), reconcile(conn)
         snap = conn.execute(select(credits_snapshots).order_by(credits_snapshots.c.id.desc()).limit(1)).mappings().first()

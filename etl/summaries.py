@@ -24,7 +24,8 @@ far inside a cent.
 
 ``verify`` recomputes the summaries of some months from the base rows and lists every
 difference (``status`` does so for the months of the API window); ``rebuild`` recomputes
-them all in one transaction (``openrouter-archive db rebuild-summaries``).
+them all in one transaction (``openrouter-archive db rebuild-summaries``), and with them the
+monthly counts of migration 0009 (etl/counts.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Connection, Select, Table, and_, cast, delete, func, literal_column, select
 
-from etl.schema import SUMMARY_COUNTS, SUMMARY_DIMENSIONS, SUMMARY_MONEY, SUMMARY_SUBJECTS, SUMMARY_TABLES, metadata
+from etl.schema import SUMMARY_COUNTS, SUMMARY_DIMENSIONS, SUMMARY_MONEY, SUMMARY_SUBJECTS, SUMMARY_TABLES, metadata, month_counts
 
 MONEY_UNITS = 10**10  # units per USD
 _UNITS_SQL = "10000000000.0"
@@ -87,6 +88,9 @@ def rebuild(conn: Connection) -> dict[str, int]:
         changed[summary.name] = len(_differences(conn, base, None))
         conn.execute(delete(summary))
         conn.execute(summary.insert().from_select(summary_keys(base) + summary_values(), grouped(base)))
+    from etl import counts
+
+    changed[month_counts.name] = counts.rebuild(conn)  # after the summaries, whose triggers moved them
     return changed
 
 
@@ -99,12 +103,18 @@ def build(conn: Connection) -> None:
             conn.execute(summary.insert().from_select(summary_keys(base) + summary_values(), grouped(base)))
 
 
-def verify(conn: Connection, first_month: str, last_month: str) -> list[dict[str, Any]]:
+def verify(conn: Connection, first_month: str, last_month: str, *, with_counts: bool = True) -> list[dict[str, Any]]:
     """Every summary row of the months ``first_month`` .. ``last_month`` (``YYYY-MM``) that
-    differs from its base rows: wrong, missing or extra."""
+    differs from its base rows: wrong, missing or extra; with ``with_counts`` (revision 0009
+    on), also every ``month_counts`` row of those months that differs from the marks and
+    the summaries (etl/counts.py)."""
     found = []
     for base in base_tables():
         found += _differences(conn, base, (first_month, last_month))
+    if with_counts:
+        from etl import counts
+
+        found += counts.differences(conn, (first_month, last_month))
     return found
 
 
