@@ -177,6 +177,33 @@ MUTANTS: tuple[Mutant, ...] = (
     m("db", D, "'-3 days', 'weekday 4'", "'-2 days', 'weekday 4'", "ISO weeks are cut on the wrong day"),
     m("db", D, "AS INTEGER) - 1) / 7 + 1))", "AS INTEGER)) / 7 + 1))", "ISO week numbers are off by one on some days"),
     m("db", D, 'if "not authorized" in message or "authorization denied" in message or "readonly" in message:', 'if "readonly" in message:', "an authorizer refusal is reported as an SQL error"),
+    # -- summaries: the monthly summary tables and the reports' fast path over them
+    m("summaries", Q, "whole = (stop + timedelta(days=1)).day == 1", "whole = (stop + timedelta(days=2)).day == 1",
+      "a range ending the day before a month's last day takes that whole month from the summaries (one day too many)"),
+    m("summaries", Q, "first = spec.since[:7] if start.day == 1 else", "first = spec.since[:7] if start.day <= 2 else",
+      "a range starting on the 2nd takes the whole month from the summaries (the 1st counted too)"),
+    m("summaries", Q, "end = _month_after(start) - timedelta(days=1)", "end = _month_after(start) - timedelta(days=2)",
+      "the last day of a leading partial month is dropped"),
+    m("summaries", Q, "begin = stop.replace(day=1).isoformat()", "begin = stop.replace(day=2).isoformat()",
+      "the first day of a trailing partial month is dropped"),
+    m("summaries", "etl/summaries.py", "return cast(func.round(expr * literal_column(_UNITS_SQL)), BigInteger)",
+      "return cast(expr * literal_column(_UNITS_SQL), BigInteger)", "a row's amount is truncated, not rounded, to 1e-10 USD"),
+    m("summaries", "etl/summaries.py", "terms += [f\"{sign}CAST(round({alias}.{m} * {_UNITS_SQL}) AS {integer})\"",
+      "terms += [f\"{sign}CAST(({alias}.{m} * {_UNITS_SQL}) AS {integer})\"", "the triggers truncate amounts: summaries disagree with the base rows"),
+    m("summaries", "etl/summaries.py", "return float((Decimal(int(total_units)) / MONEY_UNITS).quantize(_NANO))",
+      "return float((Decimal(int(total_units)) / MONEY_UNITS).quantize(Decimal(\"1e-8\")))", "report amounts are rounded to 1e-8 USD, not 1e-9"),
+    # -- the raw store, glob escaping, the request rule, the analytics limiter
+    m("rawstore", "etl/rawstore.py", "offsets = [0, *cuts(body), len(body)]", "offsets = [0, *cuts(body), len(body) - 1]",
+      "a stored body loses its last byte"),
+    m("rawstore", W, ".order_by(raw_body_chunks.c.seq)", ".order_by(raw_body_chunks.c.chunk_id)",
+      "a body whose pieces were stored out of order (shared with an older body) is reassembled wrongly"),
+    m("query", D, 'glob = pattern.replace("[", "[[]")', "glob = pattern", "on SQLite a '[' in a glob starts a character class"),
+    m("query", D, '.replace("%", "\\\\%")', "", "on PostgreSQL a % in a glob matches any run of characters"),
+    m("sync", "etl/context.py", "if len(days) == 1:", "if len(days) <= 2:", "of two missing days only the first is fetched"),
+    m("limiter", "etl/config.py", "analytics_requests_per_minute: int = _setting(64,", "analytics_requests_per_minute: int = _setting(65,",
+      "the analytics series go out at 65 requests a minute, over the API's 64"),
+    m("limiter", "etl/analytics.py", "if len(self._ends) < self._limit:", "if len(self._ends) <= self._limit:", "one request more than the limit in a minute"),
+    m("limiter", "etl/analytics.py", "rate_window: float = 60.0,", "rate_window: float = 59.0,", "64 requests in 59 seconds"),
     # -- exit codes
     m("exit codes", "etl/errors.py", "    exit_code = 1\n", "    exit_code = 0\n", "a failed sync exits 0"),
     m("exit codes", "etl/errors.py", "    exit_code = 2\n", "    exit_code = 1\n", "a configuration error exits 1, not 2"),
@@ -203,6 +230,9 @@ TESTS: dict[str, list[str]] = {
     "status": ["tests/test_plan.py", "tests/test_oracle_status.py", _E2E, "tests/test_breakdowns.py", "tests/test_daemon.py"],
     "client": ["tests/test_client.py", "tests/test_oracle_client.py", _E2E, "tests/test_breakdowns.py"],
     "db": ["tests/test_warehouse.py", "tests/test_oracle_sql.py", "tests/test_report.py", "tests/test_oracle_report.py"],
+    "summaries": ["tests/test_mutants_summaries.py", "tests/test_summaries_exact.py", "tests/test_summaries_status.py", "tests/test_report.py"],
+    "rawstore": ["tests/test_mutants_rawstore.py", "tests/test_storage_raw.py", "tests/test_warehouse.py"],
+    "limiter": ["tests/test_mutants_limiter.py", "tests/test_hfetch_fetch.py", "tests/test_analytics_sync.py"],
     "exit codes": ["tests/test_oracle_exit.py", _E2E, "tests/test_report.py", "tests/test_daemon.py", "tests/test_breakdowns.py"],
 }
 # Slow and beside the point of any mutant here (charts, a 3 s stall, load, big SIGTERM runs).
@@ -217,7 +247,8 @@ DESELECT = [
 MODULES = list(TESTS)
 # Where --auto draws its sample of operator mutants from, per module.
 FILES = {"validate": [V], "warehouse": [W], "sync": [S], "query": [Q], "status": [ST], "client": [C], "db": [D],
-         "exit codes": ["etl/errors.py", "etl/lock.py"]}
+         "exit codes": ["etl/errors.py", "etl/lock.py"], "summaries": ["etl/summaries.py"], "rawstore": ["etl/rawstore.py"],
+         "limiter": ["etl/analytics.py"]}
 
 _SWAPS: dict[type, type] = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
                             ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
