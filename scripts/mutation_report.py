@@ -225,8 +225,8 @@ _E2E = "tests/test_sync_cli.py"
 TESTS: dict[str, list[str]] = {
     "validate": ["tests/test_validate.py", "tests/test_oracle_validate.py", "tests/test_reliability.py::test_hostile_items_are_loaded_exactly_or_rejected", _E2E, "tests/test_oracle_sync.py", "tests/test_breakdowns.py"],
     "warehouse": ["tests/test_warehouse.py", "tests/test_oracle_warehouse.py", _E2E, "tests/test_oracle_sync.py", "tests/test_breakdowns.py", "tests/test_oracle_status.py"],
-    "sync": ["tests/test_plan.py", "tests/test_oracle_sync.py", _E2E, "tests/test_breakdowns.py", "tests/test_daemon.py"],
-    "query": ["tests/test_report.py", "tests/test_oracle_report.py", "tests/test_breakdowns.py"],
+    "sync": ["tests/test_mutants_sync.py", "tests/test_plan.py", "tests/test_oracle_sync.py", _E2E, "tests/test_breakdowns.py", "tests/test_daemon.py"],
+    "query": ["tests/test_mutants_query.py", "tests/test_report.py", "tests/test_oracle_report.py", "tests/test_breakdowns.py"],
     "status": ["tests/test_plan.py", "tests/test_oracle_status.py", _E2E, "tests/test_breakdowns.py", "tests/test_daemon.py"],
     "client": ["tests/test_client.py", "tests/test_oracle_client.py", _E2E, "tests/test_breakdowns.py"],
     "db": ["tests/test_warehouse.py", "tests/test_oracle_sql.py", "tests/test_report.py", "tests/test_oracle_report.py"],
