@@ -185,7 +185,7 @@ def test_sigterm_mid_run_leaves_no_partial_day_and_exits_0(warehouse_url, tmp_pa
         env = {"OPENROUTER_API_KEY": KEY, "OPENROUTER_BASE_URL": api.base_url, "OPENROUTER_ARCHIVE_DB": warehouse_url}
         daemon = cli_process(["run"], env, cwd=tmp_path)
         try:
-            wait_for(lambda: archived_count(warehouse_url) > 0, timeout=60, interval=0.01)
+            wait_for(lambda: archived_count(warehouse_url) > 0, timeout=300, interval=0.01)  # a loaded CI machine is slow to start
             daemon.send_signal(signal.SIGTERM)
             _out, err = daemon.communicate(timeout=60)
         finally:
