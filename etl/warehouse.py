@@ -206,6 +206,11 @@ def _write(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], co
     conn.exec_driver_sql(stmt.sql, stmt.bind_many(rows, constants))
 
 
+def upsert_statement(dialect: Dialect, table: Table, pk: tuple[str, ...], update: tuple[str, ...], columns: tuple[str, ...]) -> Positional:
+    """The upsert of ``columns`` into ``table`` on ``pk`` (updating ``update``), compiled once per dialect and shape."""
+    return _upsert_statement(dialect, table, pk, update, columns)
+
+
 @lru_cache(maxsize=256)
 def _upsert_statement(
     dialect: Dialect, table: Table, pk: tuple[str, ...], update: tuple[str, ...], columns: tuple[str, ...],
