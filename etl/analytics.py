@@ -48,7 +48,7 @@ from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Engine, Table, select
 
-from etl import warehouse
+from etl import rawstore, warehouse
 from etl.client import Fetched, OpenRouterClient
 from etl.config import SyncConfig
 from etl.db import Positional, upsert
@@ -345,6 +345,7 @@ class _Fetch:
     shift: int = 0  # days the start was moved forward because OpenRouter no longer served them
     fetched: Fetched | None = None
     parsed: ParsedAnswer | None = None
+    compressed: dict[str, bytes] | None = None  # the raw answer's pieces, compressed in the fetch thread
     error: str | None = None
 
     @property
@@ -616,6 +617,8 @@ def _fetch_series(
             return [job, *(_Fetch(series, job.subject, a, b) for a, b in parts)]
         except ArchiveError as exc:
             job.error = str(exc)
+        else:
+            job.compressed = rawstore.compress_pieces(job.fetched.body)  # here, off the writing thread (see rawstore)
         progress.fetched(series.name, job.days)
         return [job]
 
@@ -665,7 +668,7 @@ def _load(
     with engine.begin() as conn:
         for job in answered:
             assert job.fetched is not None and job.parsed is not None
-            raw[id(job)] = warehouse.store_raw(conn, job.fetched, run_id)
+            raw[id(job)] = warehouse.store_raw(conn, job.fetched, run_id, job.compressed)
             outcome.warnings += [f"{_describe(series, job.subject)}: {w}" for w in job.parsed.warnings]
     by_day: dict[str, list[_Fetch]] = {}
     for job in answered:
