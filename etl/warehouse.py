@@ -222,6 +222,11 @@ def _batched_sql(sql: str, rows: int) -> str:
     return many_values(sql, rows)
 
 
+def upsert_statement(dialect: Dialect, table: Table, pk: tuple[str, ...], update: tuple[str, ...], columns: tuple[str, ...]) -> Positional:
+    """The upsert of ``columns`` into ``table`` on ``pk`` (updating ``update``), compiled once per dialect and shape."""
+    return _upsert_statement(dialect, table, pk, update, columns)
+
+
 @lru_cache(maxsize=256)
 def _upsert_statement(
     dialect: Dialect, table: Table, pk: tuple[str, ...], update: tuple[str, ...], columns: tuple[str, ...],
@@ -322,16 +327,17 @@ def archived_breakdown_dates(conn: Connection, breakdown: str, subject: str, fir
     return set(conn.execute(query).scalars())
 
 
-def store_raw(conn: Connection, fetched: Fetched, run_id: int | None) -> int:
+def store_raw(conn: Connection, fetched: Fetched, run_id: int | None, compressed: Mapping[str, bytes] | None = None) -> int:
     """Keep the exact bytes OpenRouter sent, so any day can be re-derived; the fetch's id.
 
     Content-addressed (etl/rawstore.py): a body already stored (the same SHA-256) is only
     referenced again; a new one is stored as its pieces, each piece compressed and stored
-    once whichever body it belongs to.
+    once whichever body it belongs to. ``compressed``: pieces already compressed by the
+    caller (``rawstore.compress_pieces``), by their SHA-256.
     """
     body = fetched.body
     sha = rawstore.digest(body)
-    body_id = store_body(conn, body, sha)
+    body_id = store_body(conn, body, sha, compressed)
     result = conn.execute(
         raw_responses.insert().values(
             run_id=run_id,
@@ -347,8 +353,11 @@ def store_raw(conn: Connection, fetched: Fetched, run_id: int | None) -> int:
     return _inserted_id(result)
 
 
-def store_body(conn: Connection, body: bytes, sha: str | None = None) -> int:
-    """The ``raw_bodies`` id of ``body``, storing it (and the pieces not yet stored) if new."""
+def store_body(conn: Connection, body: bytes, sha: str | None = None, compressed: Mapping[str, bytes] | None = None) -> int:
+    """The ``raw_bodies`` id of ``body``, storing it (and the pieces not yet stored) if new.
+
+    ``compressed``: pieces the caller has compressed already, by their SHA-256; the others
+    are compressed here."""
     sha = sha or rawstore.digest(body)
     found = conn.execute(select(raw_bodies.c.id).where(raw_bodies.c.sha256 == sha)).scalar()
     if found is not None:
@@ -359,7 +368,7 @@ def store_body(conn: Connection, body: bytes, sha: str | None = None) -> int:
     new = {k: p for k, p in zip(keys, pieces) if k not in ids}
     if new:
         rows = [
-            {"sha256": k, "encoding": rawstore.ENCODING, "data": rawstore.compress(p), "data_bytes": len(p)}
+            {"sha256": k, "encoding": rawstore.ENCODING, "data": compressed[k] if compressed and k in compressed else rawstore.compress(p), "data_bytes": len(p)}
             for k, p in new.items()
         ]
         conn.execute(insert_missing(conn.engine, raw_chunks, ("sha256",)), rows)

@@ -366,11 +366,12 @@ def test_the_stand_in_answers_a_year_asked_again_the_same(dataset):
 
 @pytest.mark.both_backends
 def test_the_bulk_upsert_stores_what_sqlalchemy_would(warehouse_url):
-    # _execute_many hands the driver the compiled statement's parameters itself: the stored
-    # rows (timestamps, NULLs, integers, an update on conflict) must be those of conn.execute.
+    # save_series_days hands the driver the compiled statement's parameters itself
+    # (warehouse.upsert_statement, Positional.bind_many, the day's stamp as constants): the
+    # stored rows (timestamps, NULLs, integers, an update on conflict) must be those of conn.execute.
     from sqlalchemy import select
 
-    from etl.analytics import _execute_many
+    from etl import warehouse
     from etl.db import upsert
     from etl.schema import ANALYTICS_COUNTS, analytics_daily
 
@@ -393,7 +394,13 @@ def test_the_bulk_upsert_stores_what_sqlalchemy_would(warehouse_url):
     for n in (0, 1):  # the second pass updates every row on conflict
         with engine.begin() as conn:
             conn.execute(stmt, rows("plain", n))
-            _execute_many(conn, analytics_daily, stmt, rows("bulk", n))
+            bulk = rows("bulk", n)
+            stamp = {"first_archived_at": moments[n], "updated_at": moments[n]}
+            for row in bulk:
+                del row["first_archived_at"], row["updated_at"]
+            columns = tuple(c.name for c in analytics_daily.columns if c.name in bulk[0] or c.name in stamp)
+            positional = warehouse.upsert_statement(conn.dialect, analytics_daily, tuple(pk), (*ANALYTICS_METRICS, "updated_at"), columns)
+            conn.exec_driver_sql(positional.sql, positional.bind_many(bulk, stamp))
     with engine.connect() as conn:
         stored = {s: sorted(tuple(v for k, v in r._mapping.items() if k != "series") for r in conn.execute(select(analytics_daily).where(analytics_daily.c.series == s)))
                   for s in ("plain", "bulk")}

@@ -1,0 +1,38 @@
+"""Raw answers compressed in the fetch threads are stored exactly as compressed at write time."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select
+
+from etl import migrate, rawstore, warehouse
+from etl.db import open_engine
+from etl.fetched import Fetched
+from etl.schema import raw_chunks
+
+
+def _answer(days: int) -> Fetched:
+    rows = [{"date": f"2026-01-{1 + d:02d}", "model": f"m{i}", "usage": i * 0.25} for d in range(days) for i in range(400)]
+    body = json.dumps({"data": rows}).encode()
+    return Fetched("analytics/query", {"query": "{}"}, 200, "application/json", body, None, datetime(2026, 2, 1, tzinfo=timezone.utc))
+
+
+@pytest.mark.both_backends
+def test_precompressed_pieces_are_stored_as_store_body_would_store_them(warehouse_url):
+    engine = open_engine(warehouse_url)
+    migrate.upgrade(engine)
+    plain, prepared = _answer(3), _answer(5)  # two days in common: their pieces are shared
+    packed = rawstore.compress_pieces(prepared.body)
+    assert len(packed) > 3  # cut into pieces, each compressed
+    with engine.begin() as conn:
+        first = warehouse.store_raw(conn, plain, None)
+        second = warehouse.store_raw(conn, prepared, None, packed)
+    with engine.connect() as conn:
+        assert warehouse.read_raw(conn, first) == plain.body
+        assert warehouse.read_raw(conn, second) == prepared.body
+        stored = {sha: bytes(data) for sha, data in conn.execute(select(raw_chunks.c.sha256, raw_chunks.c.data))}
+    expected = {rawstore.digest(p): rawstore.compress(p) for p in rawstore.split(plain.body) + rawstore.split(prepared.body)}
+    assert stored == expected
