@@ -360,25 +360,26 @@ class Positional:
         return list(islice(zip(*columns), len(rows)))
 
 
-def many_values(sql: str, rows: int) -> str:
-    """A one-row ``INSERT … VALUES (…) …`` as ``VALUES (…), (…), …`` for ``rows`` rows (pure).
+def unnest_values(sql: str, types: Sequence[str]) -> str:
+    """A one-row ``INSERT … VALUES (…) …`` as ``INSERT … SELECT * FROM unnest(%s::t[], …) …`` (pure).
 
     PostgreSQL runs a statement-level trigger once per statement, and psycopg's
     ``executemany`` sends one statement per row: the summary triggers (migrations 0008,
-    0009) ran once per row, a load several times slower. One statement of many rows runs
-    them once. The tuple is found by matching parentheses from ``VALUES (``, so casts such
-    as ``%s::TIMESTAMP WITH TIME ZONE`` and function calls inside it are kept whole.
+    0009) ran once per row. With one array per column, a whole day is one short statement
+    (which psycopg caches and PostgreSQL can prepare, unlike a long multi-row VALUES list).
+    The tuple is found by matching parentheses from ``VALUES (``, so casts such as
+    ``%s::TIMESTAMP WITH TIME ZONE`` inside it are skipped whole.
     """
-    start = sql.index(" VALUES (") + len(" VALUES ")
-    depth = 0
-    for end in range(start, len(sql)):
+    start = sql.index(" VALUES (")
+    depth, opened = 0, start + len(" VALUES ")
+    for end in range(opened, len(sql)):
         depth += {"(": 1, ")": -1}.get(sql[end], 0)
         if depth == 0:
             break
     else:
         raise ValueError("no VALUES tuple")
-    one = sql[start : end + 1]
-    return sql[:start] + ", ".join([one] * rows) + sql[end + 1 :]
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    return f"{sql[:start]} SELECT * FROM unnest({arrays}){sql[end + 1:]}"
 
 
 def positional(dialect: Dialect, statement: ClauseElement, column_keys: Sequence[str] | None = None) -> Positional:

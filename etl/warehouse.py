@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, literal, select, up
 from sqlalchemy.engine import Dialect
 
 from etl import rawstore
-from etl.db import Positional, insert_missing, many_values, positional, upsert
+from etl.db import Positional, insert_missing, positional, unnest_values, upsert
 from etl.errors import WarehouseError
 from etl.fetched import Fetched
 from etl.logs import redact
@@ -207,19 +207,14 @@ def _write(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], co
     if conn.dialect.name != "postgresql" or len(params) < 2:
         conn.exec_driver_sql(stmt.sql, params)
         return
-    # One statement per batch, not per row: PostgreSQL's statement triggers (the monthly
-    # summaries) then run once per batch (etl.db.many_values).
-    for i in range(0, len(params), _PG_BATCH):
-        batch = params[i : i + _PG_BATCH]
-        conn.exec_driver_sql(_batched_sql(stmt.sql, len(batch)), tuple(v for row in batch for v in row))
-
-
-_PG_BATCH = 1000  # rows per statement: 14 columns x 1,000 is well under PostgreSQL's 65,535 parameters
+    # One statement for the whole day, one array per column, not one statement per row:
+    # PostgreSQL's statement triggers (the monthly summaries) then run once (etl.db.unnest_values).
+    conn.exec_driver_sql(_unnest_sql(conn.dialect, table, stmt.sql, columns), tuple(list(column) for column in zip(*params)))
 
 
 @lru_cache(maxsize=64)
-def _batched_sql(sql: str, rows: int) -> str:
-    return many_values(sql, rows)
+def _unnest_sql(dialect: Dialect, table: Table, sql: str, columns: tuple[str, ...]) -> str:
+    return unnest_values(sql, [table.c[c].type.compile(dialect=dialect) for c in columns])
 
 
 def upsert_statement(dialect: Dialect, table: Table, pk: tuple[str, ...], update: tuple[str, ...], columns: tuple[str, ...]) -> Positional:

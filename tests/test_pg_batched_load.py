@@ -1,4 +1,4 @@
-"""On PostgreSQL a day's rows go in a few statements, so the summary triggers run per batch.
+"""On PostgreSQL a day's rows go in one statement, so the summary triggers run once a day.
 
 psycopg's executemany sends one statement per row, and a statement-level trigger ran once
 per row: a 200k-row load took several times as long as before the summaries.
@@ -12,17 +12,15 @@ import pytest
 from sqlalchemy import text
 
 from etl import migrate, summaries, warehouse
-from etl.db import many_values, open_engine
+from etl.db import open_engine, unnest_values
 
 NOW = datetime(2026, 11, 30, tzinfo=timezone.utc)
 
 
-def test_many_values_repeats_the_whole_tuple():
+def test_unnest_values_replaces_the_tuple_with_one_array_per_column():
     sql = "INSERT INTO t (a, b) VALUES (%s::VARCHAR, cast(%s AS TIMESTAMP)) ON CONFLICT (a) DO UPDATE SET b = excluded.b"
-    assert many_values(sql, 1) == sql
-    assert many_values(sql, 3) == (
-        "INSERT INTO t (a, b) VALUES (%s::VARCHAR, cast(%s AS TIMESTAMP)), (%s::VARCHAR, cast(%s AS TIMESTAMP)), "
-        "(%s::VARCHAR, cast(%s AS TIMESTAMP)) ON CONFLICT (a) DO UPDATE SET b = excluded.b"
+    assert unnest_values(sql, ["VARCHAR(10)", "TIMESTAMP WITH TIME ZONE"]) == (
+        "INSERT INTO t (a, b) SELECT * FROM unnest(%s::VARCHAR(10)[], %s::TIMESTAMP WITH TIME ZONE[]) ON CONFLICT (a) DO UPDATE SET b = excluded.b"
     )
 
 
@@ -39,8 +37,8 @@ def test_a_day_of_2500_rows_runs_the_insert_triggers_once_per_batch(pg_url):
         conn.exec_driver_sql("SET LOCAL track_functions = 'pl'")
         warehouse.save_day(conn, "2026-11-01", _rows("2026-11-01", 2500, 0.001), now=NOW)
         calls = dict(conn.execute(text("SELECT funcname, calls FROM pg_stat_xact_user_functions")).all())
-    assert calls["activity_monthly_ins"] == 3, calls  # 2,500 rows in 1,000-row statements, not 2,500 statements
-    assert max(calls.values()) <= 6, calls  # the summaries' own upserts fire the counts' insert and update triggers
+    assert calls["activity_monthly_ins"] == 1, calls  # 2,500 rows in one statement, not 2,500 statements
+    assert max(calls.values()) <= 2, calls  # the summaries' own upsert fires the counts' insert and update triggers
     with engine.begin() as conn:  # a revision: every row changes, still exact
         warehouse.save_day(conn, "2026-11-01", _rows("2026-11-01", 2400, 0.002), now=NOW)
     with engine.connect() as conn:
