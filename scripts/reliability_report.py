@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -346,12 +347,17 @@ def hostile_inputs() -> list[HostileOutcome]:
     config = FAST_RETRIES.format(attempts=2, timeout=10, max_mb=64) + "[sync]\nrefetch_days = 2\n"
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
         folder = Path(tmp)
+        # Archive the window once (the stand-in's account is the same in every instance), so
+        # that each hostile sync, on its own copy, plans exactly two days.
+        warm_db = folder / "warm.db"
+        with StandIn(management_key=KEY) as api:
+            cli(folder, warm_db, api, "-q", "backfill", config=config).communicate(timeout=120)
         for name, body, expected_end in hostile_cases(yesterday, other_day, today.isoformat(), (first - timedelta(days=3)).isoformat()):
             db = folder / f"hostile-{len(outcomes)}.db"
+            for suffix in ("", "-wal"):
+                if Path(str(warm_db) + suffix).exists():
+                    shutil.copyfile(str(warm_db) + suffix, str(db) + suffix)
             with StandIn(management_key=KEY) as api:
-                # Archive the window first, so that the hostile sync plans exactly two days.
-                warm = cli(folder, db, api, "-q", "backfill", config=config)
-                warm.communicate(timeout=120)
                 before = check_archive(db, expected_days(api.dataset))
                 api.inject(*[Fault("body", body=body, path="/activity")] * 2)
                 code, out, err, rss = run_measured(folder, db, api, "sync", config=config)
