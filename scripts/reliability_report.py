@@ -998,7 +998,10 @@ def replaced_under_daemon() -> ReplacedWarehouse:
                 result.problems.append("the daemon never archived the window")
                 return result
             db.unlink()  # the -wal and -shm files stay, as after a careless `rm archive.db`
-            result.removed_logged = wait_until(lambda: any("was removed" in line for line in lines))
+            # As for the replacement below: between two runs the next one says "was removed";
+            # a removal during a run makes that run say the file "changed during the sync".
+            removed = ("was removed", "changed during the sync")
+            result.removed_logged = wait_until(lambda: any(word in line for line in lines for word in removed))
             # Only after that line: the file at the path is then the daemon's new one.
             result.removed_refilled = result.removed_logged and wait_until(lambda: count_of(db, archived) == len(served))
             os.replace(other, db)
