@@ -16,6 +16,7 @@ foreign_keys) run on connect, before any BEGIN.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import sqlite3
@@ -457,8 +458,6 @@ class glob_match(FunctionElement[bool]):
 
 def glob_matches(value: str, pattern: str) -> bool:
     """What glob_match says, in Python: for rows filtered after the query (exact, ``*``, ``?``)."""
-    import fnmatch
-
     return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
 
 
@@ -486,18 +485,20 @@ class model_variant(FunctionElement[str]):
     name = "model_variant"
 
 
-@compiles(model_variant, "sqlite")
-def _model_variant_sqlite(element: model_variant, compiler: Any, **kw: Any) -> str:
+def _model_variant(element: model_variant, compiler: Any, position: str, **kw: Any) -> str:
     (model,) = element.clauses
     m = compiler.process(model, **kw)
-    return f"coalesce(nullif(CASE WHEN instr({m}, ':') > 0 THEN substr({m}, instr({m}, ':') + 1) ELSE '' END, ''), 'standard')"
+    return f"coalesce(nullif(CASE WHEN {position}({m}, ':') > 0 THEN substr({m}, {position}({m}, ':') + 1) ELSE '' END, ''), 'standard')"
+
+
+@compiles(model_variant, "sqlite")
+def _model_variant_sqlite(element: model_variant, compiler: Any, **kw: Any) -> str:
+    return _model_variant(element, compiler, "instr", **kw)
 
 
 @compiles(model_variant, "postgresql")
 def _model_variant_postgresql(element: model_variant, compiler: Any, **kw: Any) -> str:
-    (model,) = element.clauses
-    m = compiler.process(model, **kw)
-    return f"coalesce(nullif(CASE WHEN strpos({m}, ':') > 0 THEN substr({m}, strpos({m}, ':') + 1) ELSE '' END, ''), 'standard')"
+    return _model_variant(element, compiler, "strpos", **kw)
 
 
 # -- read-only SQL -----------------------------------------------------------------------

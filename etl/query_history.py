@@ -267,12 +267,17 @@ class _Groups:
 def _held(conn: Connection, series: str, spec: Any) -> set[tuple[str, str]]:
     """(subject, day) pairs the series marks as archived, within the report's range."""
     t = archived_analytics_days
-    query = select(t.c.subject, t.c.date).where(t.c.series == series)
+    query = _in_range(select(t.c.subject, t.c.date).where(t.c.series == series), t, spec)
+    return {(s, d) for s, d in conn.execute(query)}
+
+
+def _in_range(query: Any, t: Table, spec: Any) -> Any:
+    """``query`` limited to the report's days (inclusive)."""
     if spec.since:
         query = query.where(t.c.date >= spec.since)
     if spec.until:
         query = query.where(t.c.date <= spec.until)
-    return {(s, d) for s, d in conn.execute(query)}
+    return query
 
 
 def _primary(conn: Connection, spec: Any, breakdown: str | None) -> set[tuple[str, str]]:
@@ -283,10 +288,7 @@ def _primary(conn: Connection, spec: Any, breakdown: str | None) -> set[tuple[st
     else:
         t = archived_breakdown_days
         query = select(t.c.subject, t.c.date).where(t.c.breakdown == breakdown)
-    if spec.since:
-        query = query.where(t.c.date >= spec.since)
-    if spec.until:
-        query = query.where(t.c.date <= spec.until)
+    query = _in_range(query, t, spec)
     if breakdown is None:
         return {("*", d) for (d,) in conn.execute(query)}
     return {(s, d) for s, d in conn.execute(query)}
@@ -437,10 +439,7 @@ def latency_report(conn: Connection, spec: Any) -> Report:
         t = analytics_provider_daily
         query = select(t.c.date, t.c.model, t.c.provider, t.c.request_count, *(t.c[c] for c in LATENCY_COLUMNS.values())).order_by(
             *t.primary_key.columns)
-        if spec.since:
-            query = query.where(t.c.date >= spec.since)
-        if spec.until:
-            query = query.where(t.c.date <= spec.until)
+        query = _in_range(query, t, spec)
         names = report_models(conn)
         acc: dict[tuple[str, ...], dict[str, Any]] = {}
         days: set[str] = set()
