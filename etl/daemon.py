@@ -119,6 +119,7 @@ class Daemon:
     # and of its -wal and -shm files while a job has it open.
     identity: tuple[int, int] | None = None
     sidecars: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    migrated: bool = False  # a job has opened the warehouse at its schema's head
 
     @classmethod
     def build(
@@ -258,18 +259,26 @@ class Daemon:
     def _open_warehouse(self) -> None:
         """Under the writer lock: open (create, migrate) the file now at the configured path."""
         path = sqlite_path(self.engine)
+        change: str | None = None
         if path is not None and self.identity is not None and (found := file_identity(path)) != self.identity:
-            what = "was removed" if found is None else "was replaced (another file now sits at that path)"
-            log.warning(
-                "the warehouse file %s %s since the daemon last wrote to it; writing into the file now at that path%s",
-                path, what, ", a new warehouse" if found is None else "",
-                extra={"event": "warehouse_reopened", "path": str(path), "change": "removed" if found is None else "replaced"},
-            )
+            change = "removed" if found is None else "replaced"
         try:
-            migrate.upgrade(self.engine)  # logs it when it creates or migrates
+            before, _after = migrate.upgrade(self.engine)  # logs it when it creates or migrates
         except BaseException:
             self.engine.dispose()  # hold nothing between jobs, even after a failure
             raise
+        # An `rm` between the comparison above and SQLite's open leaves the job itself creating
+        # the new file, possibly on the freed inode number: an empty schema says so regardless.
+        if change is None and path is not None and self.migrated and before is None:
+            change = "removed"
+        if change is not None and path is not None:
+            what = "was removed" if change == "removed" else "was replaced (another file now sits at that path)"
+            log.warning(
+                "the warehouse file %s %s since the daemon last wrote to it; writing into the file now at that path%s",
+                path, what, ", a new warehouse" if change == "removed" else "",
+                extra={"event": "warehouse_reopened", "path": str(path), "change": change},
+            )
+        self.migrated = True
         if path is not None:
             self.identity = file_identity(path)
             self.sidecars = {suffix: file_identity(_sidecar(path, suffix)) for suffix in ("-wal", "-shm")}

@@ -109,3 +109,43 @@ def test_a_file_moved_over_the_warehouse_is_migrated_and_gets_the_next_runs(daem
     wait_for(lambda: count(db, "SELECT count(*) FROM archived_days") == 31)
     assert count(db, "SELECT count(*) FROM archived_days WHERE date = '2020-01-01'") == 1  # the backup, kept
     assert count(db, f"SELECT count(*) FROM alembic_version WHERE version_num = '{migrate.head_revision()}'") == 1
+
+
+def test_a_file_removed_between_the_identity_check_and_the_open_is_still_reported(api, warehouse_url, caplog, monkeypatch):
+    """The race CI hit: `rm` lands after the job compared (device, inode) but before SQLite
+    opened the path, so the job itself creates the new file (whose inode may even be the
+    freed old one's). The daemon must still say the warehouse was removed."""
+    from etl import daemon as daemon_module
+
+    caplog.set_level(logging.INFO, logger="etl.daemon")
+    config = parse_config(
+        {"openrouter": {"base_url": api.base_url, "max_attempts": 1}, "warehouse": {"url": warehouse_url},
+         "schedule": {"alerts_cron": ""}},
+        "test",
+    )
+    stop = threading.Event()
+    client = OpenRouterClient.from_config(config.openrouter, KEY, stop=stop)
+    built = Daemon.build(config, open_engine(warehouse_url), client, stop, scheduler=BackgroundScheduler(),
+                         sync_trigger=IntervalTrigger(hours=1))
+    db = Path(warehouse_url.removeprefix("sqlite:///"))
+    try:
+        built.sync_job()
+        assert not any("was removed" in r.getMessage() for r in caplog.records)
+        real_upgrade = daemon_module.migrate.upgrade
+
+        removals = [db]
+
+        def removed_just_before_the_open(engine, *args, **kwargs):
+            if removals:  # once: the sync's open, not the alerts check's after it
+                removals.pop().unlink()
+            return real_upgrade(engine, *args, **kwargs)
+
+        monkeypatch.setattr(daemon_module.migrate, "upgrade", removed_just_before_the_open)
+        report = built.sync_job()
+    finally:
+        client.close()
+        built.engine.dispose()
+    warnings = [r for r in caplog.records if "was removed" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert getattr(warnings[0], "event", None) == "warehouse_reopened"
+    assert report.ok and count(db, "SELECT count(*) FROM archived_days") == 30
