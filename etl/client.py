@@ -33,6 +33,7 @@ import logging
 import operator
 import platform
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -112,6 +113,17 @@ class _Retryable(Exception):
         return self.description
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process, as httpx builds it (certifi, or $SSL_CERT_FILE/_DIR).
+
+    httpx builds a new one for every client by default, reading the whole CA bundle (about
+    20 ms of CPU); the daemon makes a client per job and the tests one per case. A context
+    may be shared by clients and threads.
+    """
+    return httpx.create_ssl_context()
+
+
 class OpenRouterClient:
     def __init__(
         self,
@@ -144,6 +156,7 @@ class OpenRouterClient:
             },
             timeout=timeout,
             transport=transport,
+            verify=_tls_context(),
             follow_redirects=False,
         )
         if transport is None:

@@ -13,6 +13,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
 
 from alerts_helpers import Receiver, write_config
 from conftest import KEY, query
@@ -118,6 +119,7 @@ def test_a_notifier_that_fails_then_succeeds_is_retried_by_the_next_check(tmp_pa
         assert hook.calls == 3
 
 
+@pytest.mark.slow
 def test_a_crash_between_notify_and_record_never_duplicates(tmp_path, api, warehouse_url):
     """The command delivers, then kills the check (SIGKILL) before it can record the send."""
     delivered = tmp_path / "delivered.txt"

@@ -309,6 +309,7 @@ def test_the_systemd_unit_outwaits_the_documented_shutdown_time(repo_root):
 # -- the reliability report's row ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reliability_row_slow_answers_and_fault_streak():
     row = rr.slow_answers_and_fault_streaks()
     assert row.ok, row

@@ -179,6 +179,7 @@ def archived_count(url) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_sigterm_mid_run_leaves_no_partial_day_and_exits_0(warehouse_url, tmp_path):
     big = Dataset(endpoints_per_day=2500)
     with StandIn(big, management_key=KEY) as api:
@@ -201,6 +202,7 @@ def test_sigterm_mid_run_leaves_no_partial_day_and_exits_0(warehouse_url, tmp_pa
         assert query(warehouse_url, "SELECT outcome FROM sync_runs") == [("interrupted",)]
 
 
+@pytest.mark.slow
 def test_second_writer_waits_then_exits_75_while_readers_are_not_blocked(cli_env, tmp_path):
     (tmp_path / "config.toml").write_text("[sync]\nlock_timeout_seconds = 0.5\n")
     with writer_lock(cli_env["OPENROUTER_ARCHIVE_DB"], timeout=0):

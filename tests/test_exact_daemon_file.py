@@ -42,6 +42,7 @@ def count(db: Path, sql: str) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_rm_then_mv_over_the_file_under_a_running_daemon():
     row = rr.replaced_warehouse()
     assert row.ok, row.result

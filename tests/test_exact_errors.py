@@ -199,6 +199,7 @@ def test_a_cron_expression_that_never_fires_is_a_configuration_error(tmp_path: P
     assert [r for r in api.requests if r.path.startswith("/api/")] == []
 
 
+@pytest.mark.slow
 def test_the_report_row_for_database_failures() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     from reliability_report import database_failures

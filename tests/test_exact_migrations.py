@@ -117,6 +117,7 @@ def test_sqlite_keeps_wal_and_foreign_keys_with_explicit_transactions(tmp_path):
     assert "scratch" not in tables(db)
 
 
+@pytest.mark.slow
 def test_a_first_sync_interrupted_during_its_migration_does_not_brick_the_warehouse():
     # Before atomic migrations, a signal a few ms after the first table appeared left
     # tables without a revision, and every later sync failed.
@@ -295,6 +296,7 @@ def test_read_only_commands_on_a_missing_warehouse_create_nothing(command, tmp_p
 # -- item 10: demo keeps out of real archives --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_refuses_a_real_archive_and_leaves_it_untouched():
     row = rr.demo_refusal()
     assert row.ok, row.result

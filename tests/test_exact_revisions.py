@@ -413,6 +413,7 @@ def test_migration_retires_rows_double_counted_by_older_versions(tmp_path, run, 
 # -- the reliability report's row ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reliability_check_revised_days():
     row = rr.check_revised_days_not_double_counted()
     assert row.ok, row

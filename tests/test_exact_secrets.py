@@ -41,6 +41,7 @@ def test_an_echoed_key_is_never_stored_nor_shown(tmp_path: Path, status: int) ->
             assert KEY.encode() not in path.read_bytes(), path  # the database file, its WAL, the lock
 
 
+@pytest.mark.slow
 def test_the_report_row_finds_no_leak() -> None:
     row = rr.key_echoed_by_the_api()
     assert row.ok and row.rows_lost == 0, row

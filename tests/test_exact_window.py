@@ -394,6 +394,7 @@ def test_status_reads_lost_days_from_the_runs_and_warns_only_inside_our_window()
 # -- the reliability report's row ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reliability_row_clock_ahead_and_behind():
     row = rr.clock_skew_at_window_edge()
     assert row.ok, row

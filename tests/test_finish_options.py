@@ -22,6 +22,7 @@ def umask_022():
     os.umask(old)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "pdf"])
 def test_output_files_get_the_umask_not_0600(run, archive, tmp_path, umask_022, fmt):
     target = tmp_path / f"out.{fmt}"

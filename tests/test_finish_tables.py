@@ -112,6 +112,7 @@ def test_csv_and_json_carry_amounts_without_float_noise(run, archive):
         assert len(row["usage"].partition(".")[2]) <= 9
 
 
+@pytest.mark.slow
 def test_reliability_check_shown_amounts_add_up():
     import sys
 

@@ -156,6 +156,7 @@ def test_every_table_of_the_schema_is_copied():
             assert names.index(fk.column.table.name) <= i
 
 
+@pytest.mark.slow
 def test_reliability_check_postgresql_warehouse(pg_server, monkeypatch):
     from pathlib import Path
 

@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
+import pytest
 from sqlalchemy import create_engine, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -42,6 +43,7 @@ def hold(tmp_path, url: str) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.slow
 def test_a_second_writer_elsewhere_waits_names_the_holder_and_exits_75(cli_env, pg_url, tmp_path):
     (tmp_path / "config.toml").write_text("[sync]\nlock_timeout_seconds = 0.5\n")
     holder = hold(tmp_path, spelled(pg_url, "127.0.0.1"))
@@ -62,6 +64,7 @@ def test_a_second_writer_elsewhere_waits_names_the_holder_and_exits_75(cli_env, 
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_four_writers_at_once_on_a_new_warehouse_take_turns(cli_env, pg_url, tmp_path):
     (tmp_path / "config.toml").write_text("[sync]\nlock_timeout_seconds = 60\n")
     procs = [

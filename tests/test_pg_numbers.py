@@ -79,6 +79,7 @@ def test_table_csv_and_chart_agree_across_engines(both, run):
                 assert x[m] == y[m] and y[m].isdigit(), (m, y[m])  # "123", never "123.0" or a Decimal repr
 
 
+@pytest.mark.slow
 def test_pdf_and_png_with_count_metrics(cli_env, run, pg_url, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENROUTER_ARCHIVE_DB", pg_url)
     assert run("backfill").exit_code == 0

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -38,6 +39,7 @@ def test_the_password_never_appears_in_output_logs_or_errors(cli_env, run, pg_ur
     assert unreachable.exit_code == 1 and unreachable.stderr.count("\n") == 1, unreachable.output
 
 
+@pytest.mark.slow
 def test_the_password_can_come_from_pgpassword_or_pgpass(cli_env, pg_url, tmp_path):
     url = make_url(pg_url)
     bare = url.set(password=None).render_as_string(hide_password=False)

@@ -70,6 +70,7 @@ ATTACKS = [
 ]
 
 
+@pytest.mark.slow
 def test_every_way_in_is_refused_and_changes_nothing(run, pg_archive):
     # One archive for all the attempts (a backfill each would make this slow), each checked on its own.
     before = fingerprint(pg_archive)

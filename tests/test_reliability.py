@@ -36,7 +36,7 @@ import reliability_report as rr  # noqa: E402
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_damages_the_archive():
     # A smaller but real version of the trial; scripts/reliability_report.py runs the full one.
-    result = rr.crash_trials(kills=8, rows_per_day=1500)
+    result = rr.crash_trials(kills=8, rows_per_day=1000)
     assert result.kills >= 8
     # On failure, explain() shows the output of every process run on the warehouses concerned.
     assert result.checks_failed == [], result.explain()  # integrity ok, every archived day complete, no unmarked rows
@@ -132,6 +132,7 @@ def test_hostile_items_are_loaded_exactly_or_rejected(scratch, overrides, drop):
 # -- concurrency ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cron_daemon_report_and_sql_at_once(cli_env, tmp_path, api):
     api.latency = 0.05
     (tmp_path / "config.toml").write_text("[sync]\nlock_timeout_seconds = 60\n")

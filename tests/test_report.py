@@ -249,6 +249,7 @@ def test_table_has_a_totals_row_equal_to_sql(run, archive):
     assert f"${usage:,.2f}" in total_line
 
 
+@pytest.mark.slow
 @pytest.mark.both_backends
 def test_pdf_has_a_summary_page_and_one_page_per_group(run, archive, tmp_path):
     target = tmp_path / "report.pdf"

@@ -122,6 +122,7 @@ def fsum_oracle(conn, spec: ReportSpec, key_hashes) -> dict[tuple, tuple[float, 
     return {k: (math.fsum(v), len(v)) for k, v in groups.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.both_backends
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(plan=loads(), asked=st.lists(specs(), min_size=1, max_size=6))
