@@ -200,6 +200,7 @@ def _refuse_404() -> None:
     raise QueryError(404, "Not Found")
 
 
+@pytest.mark.both_backends
 def test_reconciliation_finds_an_injected_disagreement(env, run, server, warehouse_url, dataset):
     day = next(TODAY - timedelta(days=n) for n in range(3, 20) if dataset.activity(TODAY - timedelta(days=n)))
     model = dataset.activity(day)[0]["model_permaslug"]
@@ -216,6 +217,7 @@ def test_reconciliation_finds_an_injected_disagreement(env, run, server, warehou
         (day.isoformat(), "credits_usage", 0.25), (day.isoformat(), "request_count", 2)]
 
 
+@pytest.mark.both_backends
 def test_agreeing_sources_and_a_small_difference_pass_the_check(env, run, server, warehouse_url, dataset):
     day = next(TODAY - timedelta(days=n) for n in range(3, 20) if dataset.activity(TODAY - timedelta(days=n)))
     model = dataset.activity(day)[0]["model_permaslug"]
@@ -246,6 +248,7 @@ def test_rate_limit_is_never_exceeded(dataset, tmp_path):
     assert analytics.served == sent and analytics.rate_limited == 0 and analytics.max_in_window <= 3
 
 
+@pytest.mark.both_backends
 def test_per_subject_series_store_ids_and_labels(env, run, server, warehouse_url, dataset):
     members = json.dumps(list(dataset.user_ids))
     env(f'analytics_series = ["key", "member", "workspace", "app"]\nmembers = {members}\n')
@@ -265,6 +268,7 @@ def test_per_subject_series_store_ids_and_labels(env, run, server, warehouse_url
     assert len(set(totals.values())) == 1
 
 
+@pytest.mark.both_backends
 def test_a_revised_day_is_not_counted_twice(env, run, server, warehouse_url, dataset):
     env('analytics_series = ["account"]\n')
     assert run("sync").exit_code == 0
@@ -276,6 +280,7 @@ def test_a_revised_day_is_not_counted_twice(env, run, server, warehouse_url, dat
     assert query(warehouse_url, f"SELECT count(*) > 0 FROM analytics_daily_history WHERE date = '{day}' AND reason = 'revised'") == [(1,)]
 
 
+@pytest.mark.both_backends
 def test_string_counts_and_null_components_are_stored_exactly(dataset, warehouse_url, tmp_path, monkeypatch, run):
     analytics = Analytics(dataset, string_counts=True, null_components=True)
     with StandIn(dataset, management_key=KEY, analytics=analytics) as server:

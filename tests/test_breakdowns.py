@@ -47,6 +47,7 @@ def breakdown_config(cli_env, tmp_path, dataset):
     return write
 
 
+@pytest.mark.both_backends
 def test_backfill_archives_every_key_including_disabled_ones(run, api, dataset, warehouse_url, breakdown_config):
     result = run("backfill")
     assert result.exit_code == 0, result.output
@@ -60,6 +61,7 @@ def test_backfill_archives_every_key_including_disabled_ones(run, api, dataset, 
     assert query(warehouse_url, f"SELECT count(*) FROM archived_breakdown_days WHERE subject = '{disabled_hash}'") == [(30,)]
 
 
+@pytest.mark.both_backends
 def test_per_key_and_per_workspace_sums_equal_the_account(run, warehouse_url, breakdown_config):
     assert run("backfill").exit_code == 0
     for table in ("activity_by_key", "activity_by_workspace"):
@@ -75,6 +77,7 @@ def test_per_key_and_per_workspace_sums_equal_the_account(run, warehouse_url, br
     assert status["breakdowns"]["workspace"]["mismatches"] == []
 
 
+@pytest.mark.both_backends
 def test_consistency_check_shows_a_difference(run, warehouse_url, breakdown_config):
     assert run("backfill").exit_code == 0
     engine = create_engine(warehouse_url)
@@ -109,6 +112,7 @@ def test_sync_fetches_only_what_each_subject_misses(run, api, warehouse_url, bre
     assert len(activity) == 1 + yesterday_empty + 5 + 1 + 1  # account, keys, workspaces, one member
 
 
+@pytest.mark.both_backends
 def test_member_breakdown(run, dataset, warehouse_url, breakdown_config):
     assert run("backfill").exit_code == 0
     member = dataset.user_ids[0]
@@ -119,6 +123,7 @@ def test_member_breakdown(run, dataset, warehouse_url, breakdown_config):
     assert [r["member"] for r in out] == [member]
 
 
+@pytest.mark.both_backends
 def test_reports_by_key_show_names_and_filter_by_name(run, dataset, warehouse_url, breakdown_config):
     assert run("backfill").exit_code == 0
     rows = json.loads(run("report", "-g", "key", "-f", "json").stdout)
