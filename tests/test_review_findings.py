@@ -9,11 +9,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from sqlalchemy import text
+
 from conftest import query
-from etl import migrate, warehouse
+from etl import migrate, summaries, warehouse
 from etl.db import open_engine
 from etl.errors import BadArgument
-from etl.query import ReportSpec, run_report
+from etl.query import ReportSpec, grouped_rows, run_report
 
 NOW = datetime(2026, 5, 1, tzinfo=timezone.utc)
 DAYS = {"2026-01-10": 1.0, "2026-01-20": 2.0, "2026-02-10": 4.0, "2026-03-10": 8.0}
@@ -61,3 +63,29 @@ def test_the_cli_refuses_a_date_without_dashes(archive, warehouse_url, run, monk
     result = run("report", "--group-by", "month", "--since", "20260115", "-f", "json")
     assert result.exit_code == 2, result.output
     assert "YYYY-MM-DD" in result.stderr
+
+
+# -- 2. INSERT OR REPLACE deleted the old row without its delete trigger ---------------------
+
+
+def test_insert_or_replace_keeps_the_summaries_and_counts_exact(archive, warehouse_url):
+    # SQLite's REPLACE deletes the conflicting row without firing delete triggers unless
+    # recursive_triggers is on: the summary kept the old row's 1.00 USD beside the new
+    # 3.00 USD (4.00 USD, 2 rows for 1 row), and month_counts counted the mark twice.
+    replace = (
+        "INSERT OR REPLACE INTO activity (date, endpoint_id, model, model_permaslug, provider_name, usage, "
+        "byok_usage_inference, requests, prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, "
+        "first_archived_at, updated_at) VALUES ('2026-01-10', 'e1', 'openai/gpt-4.1', 'openai/gpt-4.1-2025', 'OpenAI', "
+        "3.0, 0, 1, 10, 5, 0, NULL, '2026-05-01 00:00:00.000000', '2026-05-01 00:00:00.000000')"
+    )
+    mark = ("INSERT OR REPLACE INTO archived_days (date, row_count, first_archived_at, last_fetched_at) "
+            "VALUES ('2026-01-10', 1, '2026-05-01 00:00:00.000000', '2026-05-01 00:00:00.000000')")
+    with archive.begin() as conn:
+        conn.execute(text(replace))
+        conn.execute(text(mark))
+    (want,) = query(warehouse_url, "SELECT sum(usage) FROM activity WHERE date LIKE '2026-01-%'")[0]
+    assert want == 5.0
+    with archive.connect() as conn:
+        assert summaries.verify(conn, "0000-00", "9999-99") == []
+        january = [r for r in grouped_rows(conn, ReportSpec(("month",))) if r["month"] == "2026-01"]
+        assert january[0]["usage"] == want
