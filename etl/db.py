@@ -135,6 +135,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # The rows that INSERT OR REPLACE deletes then fire their delete triggers, so that the
+    # monthly summaries and counts (etl/summaries.py, etl/counts.py) stay exact.
+    cursor.execute("PRAGMA recursive_triggers=ON")
     cursor.close()
 
 

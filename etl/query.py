@@ -172,10 +172,15 @@ class Report:
 
 
 def parse_day(value: str, what: str = "date") -> date:
+    # Python 3.11's fromisoformat also takes 20260115 and 2026-W03-4; the filters compare
+    # the text itself with the stored YYYY-MM-DD dates, so only that form is a date here.
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except (TypeError, ValueError):
-        raise BadArgument(f"{what}: expected a date as YYYY-MM-DD, got {value!r}") from None
+        day = None
+    if day is None or day.isoformat() != value:
+        raise BadArgument(f"{what}: expected a date as YYYY-MM-DD, got {value!r}")
+    return day
 
 
 def parse_group_by(text: str) -> tuple[str, ...]:
