@@ -83,7 +83,12 @@ def test_consistency_check_shows_a_difference(run, warehouse_url, breakdown_conf
     engine = create_engine(warehouse_url)
     with engine.begin() as conn:
         day = conn.execute(text("SELECT max(date) FROM activity_by_key")).scalar()
-        conn.execute(text(f"UPDATE activity_by_key SET requests = requests + 7 WHERE rowid = (SELECT min(rowid) FROM activity_by_key WHERE date = '{day}')"))
+        # One row of the day, by its key (no rowid on PostgreSQL).
+        hash_, endpoint = conn.execute(text(
+            f"SELECT api_key_hash, endpoint_id FROM activity_by_key WHERE date = '{day}' ORDER BY api_key_hash, endpoint_id LIMIT 1"
+        )).one()
+        conn.execute(text("UPDATE activity_by_key SET requests = requests + 7 WHERE date = :d AND api_key_hash = :h AND endpoint_id = :e"),
+                     {"d": day, "h": hash_, "e": endpoint})
     engine.dispose()
     status = json.loads(run("status", "--json").stdout)
     (mismatch,) = status["breakdowns"]["key"]["mismatches"]
