@@ -181,7 +181,7 @@ def archived_count(url) -> int:
 
 @pytest.mark.slow
 def test_sigterm_mid_run_leaves_no_partial_day_and_exits_0(warehouse_url, tmp_path):
-    big = Dataset(endpoints_per_day=2500)
+    big = Dataset(endpoints_per_day=1500)
     with StandIn(big, management_key=KEY) as api:
         env = {"OPENROUTER_API_KEY": KEY, "OPENROUTER_BASE_URL": api.base_url, "OPENROUTER_ARCHIVE_DB": warehouse_url}
         daemon = cli_process(["run"], env, cwd=tmp_path)

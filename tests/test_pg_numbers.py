@@ -84,7 +84,7 @@ def test_pdf_and_png_with_count_metrics(cli_env, run, pg_url, tmp_path, monkeypa
     monkeypatch.setenv("OPENROUTER_ARCHIVE_DB", pg_url)
     assert run("backfill").exit_code == 0
     pdf, png = tmp_path / "r.pdf", tmp_path / "c.png"
-    result = run("report", "-g", "provider", "-f", "pdf", "-o", str(pdf), "--metric", "requests")
+    result = run("report", "-g", "provider", "--top", "3", "-f", "pdf", "-o", str(pdf), "--metric", "requests")
     assert result.exit_code == 0, result.output
     result = run("report", "-g", "date", "-f", "png", "-o", str(png), "--metric", "total_tokens")
     assert result.exit_code == 0, result.output
