@@ -179,7 +179,9 @@ def test_the_default_retry_budget_is_minutes_and_attempts_do_not_bind():
 
 
 def test_an_explicit_attempt_limit_still_applies(api, cli_env, run, tmp_path):
-    write_config(tmp_path, FAST.format(timeout=0.5) + "max_attempts = 3\n")
+    # A generous timeout: the 503s are immediate, and an attempt that timed out on a loaded
+    # machine would reach the stand-in's log only after the sync had given up.
+    write_config(tmp_path, FAST.format(timeout=10) + "max_attempts = 3\n")
     api.set_fault_rate(1.0, ["503"])
     result = run("sync")
     assert result.exit_code == 1
