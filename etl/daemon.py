@@ -260,17 +260,22 @@ class Daemon:
         """Under the writer lock: open (create, migrate) the file now at the configured path."""
         path = sqlite_path(self.engine)
         change: str | None = None
-        if path is not None and self.identity is not None and (found := file_identity(path)) != self.identity:
+        found = file_identity(path) if path is not None else None
+        if path is not None and self.identity is not None and found != self.identity:
             change = "removed" if found is None else "replaced"
         try:
             before, _after = migrate.upgrade(self.engine)  # logs it when it creates or migrates
         except BaseException:
             self.engine.dispose()  # hold nothing between jobs, even after a failure
             raise
-        # An `rm` between the comparison above and SQLite's open leaves the job itself creating
-        # the new file, possibly on the freed inode number: an empty schema says so regardless.
-        if change is None and path is not None and self.migrated and before is None:
-            change = "removed"
+        # An `rm` or `mv` between the comparison above and SQLite's open leaves the job itself
+        # opening the file now at the path: an empty schema (the removed file's inode number
+        # may even be reused), or another file there than a moment ago, says so regardless.
+        if change is None and path is not None and self.migrated:
+            if before is None:
+                change = "removed"
+            elif file_identity(path) != found:
+                change = "replaced"
         if change is not None and path is not None:
             what = "was removed" if change == "removed" else "was replaced (another file now sits at that path)"
             log.warning(

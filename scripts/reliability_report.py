@@ -964,11 +964,11 @@ class ReplacedWarehouse:
 
     @property
     def ok(self) -> bool:
-        # The "replaced" log line is not required here: under a loaded machine a replacement
-        # can land while a job holds the file, and that line is then missed (seen in CI; the
-        # in-process test in tests/test_exact_daemon_file.py checks the line). What must hold
-        # is that the runs land in the file at the path and nothing is lost.
-        steps = (self.removed_logged, self.removed_refilled, self.replaced_written)
+        # Every way a removal or replacement can land is logged: between jobs (the next open
+        # compares the file's identity), during a sync ("changed during the sync"), during
+        # another job (the next open), or between the comparison and SQLite's open (the open
+        # checks again: tests/test_exact_daemon_file.py makes it land there).
+        steps = (self.removed_logged, self.removed_refilled, self.replaced_logged, self.replaced_written)
         return all(steps) and self.exit_code == 0 and not self.problems and self.rows_lost == 0
 
 

@@ -150,3 +150,45 @@ def test_a_file_removed_between_the_identity_check_and_the_open_is_still_reporte
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert getattr(warnings[0], "event", None) == "warehouse_reopened"
     assert report.ok and count(db, "SELECT count(*) FROM archived_days") == 30
+
+
+def test_a_file_moved_over_between_the_identity_check_and_the_open_is_still_reported(api, warehouse_url, caplog, monkeypatch, tmp_path):
+    """The same window for `mv other.db archive.db`: the job opens the new file itself, so the
+    comparison made before the open saw the old one. The daemon must still say it was replaced."""
+    from etl import daemon as daemon_module
+    from etl import migrate
+
+    caplog.set_level(logging.INFO, logger="etl.daemon")
+    config = parse_config(
+        {"openrouter": {"base_url": api.base_url, "max_attempts": 1}, "warehouse": {"url": warehouse_url},
+         "schedule": {"alerts_cron": ""}},
+        "test",
+    )
+    other = tmp_path / "other.db"
+    engine = open_engine(f"sqlite:///{other}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    stop = threading.Event()
+    client = OpenRouterClient.from_config(config.openrouter, KEY, stop=stop)
+    built = Daemon.build(config, open_engine(warehouse_url), client, stop, scheduler=BackgroundScheduler(),
+                         sync_trigger=IntervalTrigger(hours=1))
+    db = Path(warehouse_url.removeprefix("sqlite:///"))
+    try:
+        built.sync_job()
+        real_upgrade = daemon_module.migrate.upgrade
+        moves = [other]
+
+        def replaced_just_before_the_open(engine, *args, **kwargs):
+            if moves:
+                os.replace(moves.pop(), db)
+            return real_upgrade(engine, *args, **kwargs)
+
+        monkeypatch.setattr(daemon_module.migrate, "upgrade", replaced_just_before_the_open)
+        report = built.sync_job()
+    finally:
+        client.close()
+        built.engine.dispose()
+    warnings = [r for r in caplog.records if "was replaced" in r.getMessage()]
+    assert len(warnings) == 1 and getattr(warnings[0], "event", None) == "warehouse_reopened"
+    assert not any("was removed" in r.getMessage() for r in caplog.records)
+    assert report.ok and count(db, "SELECT count(*) FROM archived_days") == 30  # the runs land in the file now at the path
