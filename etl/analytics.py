@@ -656,6 +656,9 @@ def _load(
     time. A crash loses at most the open group, fetched again by the next sync. The outcome
     counts committed days only.
     """
+    for job in jobs:
+        if job.error is None and (unresolved := _unresolved(series, job)) is not None:
+            job.error = unresolved
     answered = [j for j in jobs if j.error is None and j.parsed is not None and j.fetched is not None]
     for job in jobs:
         if job.error is not None:
@@ -704,6 +707,23 @@ def _load(
             _write_group(engine, series, group, run_id, outcome)
             group, size = [], 0
     _write_group(engine, series, group, run_id, outcome)
+
+
+def _unresolved(series: Series, job: _Fetch) -> str | None:
+    """Why a per-subject answer is not the subject's history: the API did not know its id.
+
+    OpenRouter answers a filter id it cannot resolve with zero rows and a ``warnings``
+    entry, not an error (api-notes). Stored, that answer would mark the subject's whole range
+    as days without activity: a year of zero spend for, say, a mistyped member id.
+    """
+    parsed = job.parsed
+    if not series.per_subject or parsed is None or any(parsed.days.values()):
+        return None
+    named = [w for w in parsed.warnings if job.subject in w]
+    if not named:
+        return None
+    fix = "; check [sync] members" if series.name == "member" else ""
+    return f"OpenRouter could not resolve this id ({named[0]}), so its days are not archived{fix}"
 
 
 @dataclass

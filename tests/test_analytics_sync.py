@@ -268,6 +268,19 @@ def test_per_subject_series_store_ids_and_labels(env, run, server, warehouse_url
     assert len(set(totals.values())) == 1
 
 
+def test_a_member_id_openrouter_cannot_resolve_is_an_error_not_a_year_of_empty_days(env, run, server, warehouse_url, dataset):
+    """The API answers an unknown filter id with zero rows and a warning. Stored, that would be
+    a year of zero spend for a member who may well have spent (a typo in [sync] members)."""
+    good = dataset.user_ids[0]
+    env(f'analytics_series = ["member"]\nmembers = ["{good}", "user_typo"]\n')
+    result = run("sync")
+    assert result.exit_code == 1, result.output
+    assert "user_typo" in result.stderr + result.stdout and "[sync] members" in result.stderr + result.stdout
+    marked = dict(query(warehouse_url, "SELECT subject, count(*) FROM archived_analytics_days WHERE series = 'member' GROUP BY subject"))
+    assert marked == {good: 365}  # the known member archived; the unknown id's days left to fetch, not marked empty
+    assert query(warehouse_url, "SELECT count(*) FROM analytics_daily WHERE subject = 'user_typo'") == [(0,)]
+
+
 @pytest.mark.both_backends
 def test_a_revised_day_is_not_counted_twice(env, run, server, warehouse_url, dataset):
     env('analytics_series = ["account"]\n')
