@@ -38,7 +38,7 @@ SEVEN_FAULTS = [
     Fault("reset"),
     Fault("not_json"),  # 200 with an HTML page
     Fault("truncate"),
-    Fault("slow", delay=2.0),  # past the 0.5 s timeout
+    Fault("slow", delay=4.0),  # past the 1.5 s timeout
     Fault("503"),
 ]
 
@@ -163,7 +163,9 @@ def test_stop_ends_a_stuck_tls_handshake():
 
 
 def test_seven_different_faults_in_a_row_then_success_archives_the_day(api, cli_env, run, tmp_path, warehouse_url):
-    write_config(tmp_path, FAST.format(timeout=0.5))
+    # 1.5 s: enough for the final, successful answer on a loaded machine (a timeout there
+    # would add an attempt), and still shorter than the slow fault.
+    write_config(tmp_path, FAST.format(timeout=1.5))
     api.inject(*(Fault(f.kind, retry_after=f.retry_after, delay=f.delay, path="/activity") for f in SEVEN_FAULTS))
     result = run("sync")
     assert result.exit_code == 0, result.stderr
