@@ -112,13 +112,9 @@ def test_a_file_moved_over_the_warehouse_is_migrated_and_gets_the_next_runs(daem
     assert count(db, f"SELECT count(*) FROM alembic_version WHERE version_num = '{migrate.head_revision()}'") == 1
 
 
-def test_a_file_removed_between_the_identity_check_and_the_open_is_still_reported(api, warehouse_url, caplog, monkeypatch):
-    """The race CI hit: `rm` lands after the job compared (device, inode) but before SQLite
-    opened the path, so the job itself creates the new file (whose inode may even be the
-    freed old one's). The daemon must still say the warehouse was removed."""
-    from etl import daemon as daemon_module
-
-    caplog.set_level(logging.INFO, logger="etl.daemon")
+@pytest.fixture
+def stepped(api, warehouse_url):
+    """A daemon whose jobs the test runs by hand (its own trigger fires in an hour)."""
     config = parse_config(
         {"openrouter": {"base_url": api.base_url, "max_attempts": 1}, "warehouse": {"url": warehouse_url},
          "schedule": {"alerts_cron": ""}},
@@ -128,66 +124,57 @@ def test_a_file_removed_between_the_identity_check_and_the_open_is_still_reporte
     client = OpenRouterClient.from_config(config.openrouter, KEY, stop=stop)
     built = Daemon.build(config, open_engine(warehouse_url), client, stop, scheduler=BackgroundScheduler(),
                          sync_trigger=IntervalTrigger(hours=1))
+    yield built
+    client.close()
+    built.engine.dispose()
+
+
+def just_before_the_open(monkeypatch, action) -> None:
+    """Run ``action`` once, in the window between the job's identity check and SQLite's open:
+    the race no server can produce on demand, so the open itself is wrapped."""
+    from etl import daemon as daemon_module
+
+    real_upgrade = daemon_module.migrate.upgrade
+    pending = [action]
+
+    def wrapped(engine, *args, **kwargs):
+        if pending:  # once: the sync's open, not the alerts check's after it
+            pending.pop()()
+        return real_upgrade(engine, *args, **kwargs)
+
+    monkeypatch.setattr(daemon_module.migrate, "upgrade", wrapped)
+
+
+def test_a_file_removed_between_the_identity_check_and_the_open_is_still_reported(stepped, warehouse_url, caplog, monkeypatch):
+    """The race CI hit: `rm` lands after the job compared (device, inode) but before SQLite
+    opened the path, so the job itself creates the new file (whose inode may even be the
+    freed old one's). The daemon must still say the warehouse was removed."""
+    caplog.set_level(logging.INFO, logger="etl.daemon")
     db = Path(warehouse_url.removeprefix("sqlite:///"))
-    try:
-        built.sync_job()
-        assert not any("was removed" in r.getMessage() for r in caplog.records)
-        real_upgrade = daemon_module.migrate.upgrade
-
-        removals = [db]
-
-        def removed_just_before_the_open(engine, *args, **kwargs):
-            if removals:  # once: the sync's open, not the alerts check's after it
-                removals.pop().unlink()
-            return real_upgrade(engine, *args, **kwargs)
-
-        monkeypatch.setattr(daemon_module.migrate, "upgrade", removed_just_before_the_open)
-        report = built.sync_job()
-    finally:
-        client.close()
-        built.engine.dispose()
+    stepped.sync_job()
+    assert not any("was removed" in r.getMessage() for r in caplog.records)
+    just_before_the_open(monkeypatch, db.unlink)
+    report = stepped.sync_job()
     warnings = [r for r in caplog.records if "was removed" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert getattr(warnings[0], "event", None) == "warehouse_reopened"
     assert report.ok and count(db, "SELECT count(*) FROM archived_days") == 30
 
 
-def test_a_file_moved_over_between_the_identity_check_and_the_open_is_still_reported(api, warehouse_url, caplog, monkeypatch, tmp_path):
+def test_a_file_moved_over_between_the_identity_check_and_the_open_is_still_reported(stepped, warehouse_url, caplog, monkeypatch, tmp_path):
     """The same window for `mv other.db archive.db`: the job opens the new file itself, so the
     comparison made before the open saw the old one. The daemon must still say it was replaced."""
-    from etl import daemon as daemon_module
     from etl import migrate
 
     caplog.set_level(logging.INFO, logger="etl.daemon")
-    config = parse_config(
-        {"openrouter": {"base_url": api.base_url, "max_attempts": 1}, "warehouse": {"url": warehouse_url},
-         "schedule": {"alerts_cron": ""}},
-        "test",
-    )
     other = tmp_path / "other.db"
     engine = open_engine(f"sqlite:///{other}")
     migrate.upgrade(engine)
     engine.dispose()
-    stop = threading.Event()
-    client = OpenRouterClient.from_config(config.openrouter, KEY, stop=stop)
-    built = Daemon.build(config, open_engine(warehouse_url), client, stop, scheduler=BackgroundScheduler(),
-                         sync_trigger=IntervalTrigger(hours=1))
     db = Path(warehouse_url.removeprefix("sqlite:///"))
-    try:
-        built.sync_job()
-        real_upgrade = daemon_module.migrate.upgrade
-        moves = [other]
-
-        def replaced_just_before_the_open(engine, *args, **kwargs):
-            if moves:
-                os.replace(moves.pop(), db)
-            return real_upgrade(engine, *args, **kwargs)
-
-        monkeypatch.setattr(daemon_module.migrate, "upgrade", replaced_just_before_the_open)
-        report = built.sync_job()
-    finally:
-        client.close()
-        built.engine.dispose()
+    stepped.sync_job()
+    just_before_the_open(monkeypatch, lambda: os.replace(other, db))
+    report = stepped.sync_job()
     warnings = [r for r in caplog.records if "was replaced" in r.getMessage()]
     assert len(warnings) == 1 and getattr(warnings[0], "event", None) == "warehouse_reopened"
     assert not any("was removed" in r.getMessage() for r in caplog.records)
