@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 # httpx imports its own command-line client on import whenever click, rich and pygments are
 # installed (they are: click and rich are ours); the archiver never runs it, and it cost every
-# `sync` from cron about 45 ms of CPU. A None entry makes that import fail, and httpx then
+# `sync` from cron 80 to 110 ms of CPU (scripts/bench_startup.py). A None entry makes that import fail, and httpx then
 # falls back to a stub, as it does without its `cli` extra. Only in this process: the CLI's.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 

@@ -5,8 +5,9 @@ Each command runs as a fresh process (``python -m etl ...``), as a user or cron 
 ``--help``, ``status``, ``report`` (30 days by model, as a table) and a no-op ``sync``
 (every day archived, ``refetch_days = 0``, the Analytics API off: no request to make)
 against the bundled stand-in on loopback. Beside them run the floors: ``python -c pass``
-(the interpreter alone) and ``python -c "import etl.cli"`` (the CLI module and what it
-imports at the top). Runs are interleaved (floor, each command, floor, ... in turn, round
+(the interpreter alone), ``python -c "import etl.cli"`` (the CLI module and what it
+imports at the top), and ``import etl.sync`` with and without httpx's own command-line
+client, which the CLI keeps out (what that saves every sync). Runs are interleaved (floor, each command, floor, ... in turn, round
 after round), so that a noisy machine slows every side alike; each row prints the median
 wall time, the median CPU time (user + system of the child, from ``wait4``) and both as a
 multiple of ``python -c pass``.
@@ -74,6 +75,9 @@ def main() -> None:
         sides: dict[str, tuple[list[str], dict[str, str]]] = {
             "python -c pass": ([py, "-c", "pass"], env),
             "python -c 'import etl.cli'": ([py, "-c", "import etl.cli"], env),
+            # What the CLI's guard against httpx's own command-line client saves a sync (etl.cli).
+            "sync's imports, httpx CLI kept out": ([py, "-c", "import sys; sys.modules['httpx._main'] = None; import etl.sync"], env),
+            "sync's imports, httpx CLI loaded": ([py, "-c", "import etl.sync"], env),
         }
         if base_env is not None:
             sides["python -c 'import etl.cli' (baseline)"] = ([py, "-c", "import etl.cli"], base_env)
