@@ -10,9 +10,10 @@
    again (and, for reference, with ``WHERE (cols) IS NOT (excluded.cols)``, which writes
    nothing). For reference, a third side loads the same rows raw into the same schema with
    the summary and month-count triggers dropped: what keeping those derived tables costs a
-   first load (the project always keeps them). Then the ``month,model`` report over all history: the project's query layer
-   against the plain ``GROUP BY`` through the driver. Sides run interleaved, A B C, C B A, ...,
-   and each figure is a median, wall time and this process's CPU time.
+   first load (the project always keeps them). Then the ``month,model`` report over all
+   history: the project's query layer against the plain ``GROUP BY`` through the driver.
+   Sides run interleaved, A B C, C B A, ..., and each figure is a median, wall time and
+   this process's CPU time.
    Targets on SQLite: first load ≥ 0.9× raw ``sqlite3``; re-sync ≥ 3× faster than raw upserts.
    ``--url postgresql+psycopg://…`` adds the same figures on PostgreSQL against raw psycopg
    ``executemany`` (a fresh database per run, created and dropped through that URL; CPU
