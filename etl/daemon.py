@@ -271,10 +271,11 @@ class Daemon:
         # An `rm` or `mv` between the comparison above and SQLite's open leaves the job itself
         # opening the file now at the path: an empty schema (the removed file's inode number
         # may even be reused), or another file there than a moment ago, says so regardless.
+        opened = file_identity(path) if path is not None else None
         if change is None and path is not None and self.migrated:
             if before is None:
                 change = "removed"
-            elif file_identity(path) != found:
+            elif opened != found:
                 change = "replaced"
         if change is not None and path is not None:
             what = "was removed" if change == "removed" else "was replaced (another file now sits at that path)"
@@ -285,7 +286,7 @@ class Daemon:
             )
         self.migrated = True
         if path is not None:
-            self.identity = file_identity(path)
+            self.identity = opened
             self.sidecars = {suffix: file_identity(_sidecar(path, suffix)) for suffix in ("-wal", "-shm")}
 
     def _close_warehouse(self) -> bool:
