@@ -59,7 +59,10 @@ def _count(value: object) -> object:
 def _amount(value: object) -> object:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"must be a number, got {_show(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any double; pydantic only turns ValueError into a rejection
+        raise ValueError(f"must be a finite number, got {_show(value)}") from None
 
 
 Count = Annotated[int, BeforeValidator(_count), Field(ge=0, le=MAX_COUNT)]

@@ -100,7 +100,10 @@ def amount(value: object, *, negative: bool = True) -> float | None:
         value = float(value)
     if not isinstance(value, (int, float)):
         raise ValueError(f"must be a number, got {_show(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any double
+        number = math.inf
     if not math.isfinite(number):
         raise ValueError(f"must be a finite number, got {_show(value)}")
     if not negative and number < 0:

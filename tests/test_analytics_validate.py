@@ -46,7 +46,8 @@ def test_truncated_answer_is_refused():
 
 
 @pytest.mark.parametrize("bad", [{"request_count": "12.5"}, {"request_count": "lots"}, {"request_count": -1}, {"request_count": True},
-                                 {"credits_usage": float("nan")}, {"p90_latency": -3.0}, {"model": ["a"]}, {"credits_usage": {"usd": 1}}])
+                                 {"credits_usage": float("nan")}, {"p90_latency": -3.0}, {"model": ["a"]}, {"credits_usage": {"usd": 1}},
+                                 {"credits_usage": 10**400}, {"p90_latency": 10**400}, {"request_count": 1e300}])
 def test_a_bad_row_rejects_its_day_only(bad):
     parsed = parse(answer(row(**bad), row(day="2026-01-06T00:00:00.000Z")))
     assert list(parsed.rejected) == ["2026-01-05"] and list(parsed.days) == ["2026-01-06"]

@@ -65,6 +65,8 @@ def test_reasoning_above_completion_is_fine_and_extra_fields_are_tolerated():
         ("usage", float("nan"), "usage"),
         ("usage", float("inf"), "usage"),
         ("usage", "0.1", "usage"),
+        pytest.param("usage", 10**400, "usage", id="usage-too-large-for-a-double"),  # float() raises OverflowError, not ValueError
+        ("requests", 1e300, "requests"),
         ("model", 42, "model"),
         ("model", "", "model"),
     ],
