@@ -66,7 +66,7 @@ from etl.schema import (
     analytics_provider_daily,
     archived_analytics_days,
 )
-from etl.validate_analytics import AMOUNT, COUNT, MEASURE, ParsedAnswer, parse_answer, runs, split_range
+from etl.validate_analytics import AMOUNT, COUNT, MEASURE, ParsedAnswer, answer_decoder, held_days, parse_answer, runs, split_range
 
 log = logging.getLogger(__name__)
 
@@ -556,6 +556,7 @@ def _fetch_series(
     """
     limit = settings.analytics_row_limit
     progress = progress or _Silent()
+    decode = answer_decoder(series.dimensions, series.metrics)
     done: list[_Fetch] = []
     lock = threading.Lock()
 
@@ -575,7 +576,7 @@ def _fetch_series(
             return [job]
         subject = None if job.subject == WHOLE else job.subject
         try:
-            job.fetched = client.analytics_query(query_body(series, job.first, job.last, limit, subject), around_attempt=pace)
+            job.fetched = client.analytics_query(query_body(series, job.first, job.last, limit, subject), around_attempt=pace, decode=decode)
         except (PermissionDeniedError, NotFoundError) as exc:
             raise _unavailable(exc) from None
         except BadRequestError as exc:
@@ -604,12 +605,7 @@ def _fetch_series(
                 job.error = f"{job.first}: {exc}, and a single day cannot be split further"
                 return [job]
             rows = job.fetched.document["data"]["data"]
-            buckets: list[str] = sorted({str(r["date__day"]) for r in rows if isinstance(r, dict) and isinstance(r.get("date__day"), str)})
-            returned_days = len(buckets)
-            try:
-                first_held = date.fromisoformat(buckets[0][:10]) if buckets else None
-            except ValueError:
-                first_held = None
+            returned_days, first_held = held_days(job.fetched.document)
             with lock:
                 outcome.splits += 1
             log.info("analytics %s: %s .. %s truncated at %d rows; splitting", series.name, job.first, job.last, len(rows))

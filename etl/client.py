@@ -219,15 +219,20 @@ class OpenRouterClient:
         """``GET /analytics/meta``: the metrics, dimensions, operators and granularities on offer."""
         return self.get("analytics/meta", {})
 
-    def analytics_query(self, body: Mapping[str, Any], around_attempt: Callable[[], AbstractContextManager[object]] | None = None) -> Fetched:
+    def analytics_query(
+        self, body: Mapping[str, Any], around_attempt: Callable[[], AbstractContextManager[object]] | None = None,
+        decode: Callable[[bytes], Any] = json.loads,
+    ) -> Fetched:
         """``POST /analytics/query`` with a JSON body; same retries and deadlines as ``get``.
 
         ``Fetched.params`` holds the body as canonical JSON under ``query``, so that the raw
         archive records which query an answer belongs to. Every attempt, retries included, runs
         inside ``around_attempt()``: the caller's rate limiter holds a slot from before the
         request is sent until its answer is in, and counts each attempt, as OpenRouter does.
+        ``decode`` turns the bytes into ``Fetched.document`` (ValueError: not JSON, retried),
+        e.g. decoding and checking in one pass (``validate_analytics.answer_decoder``).
         """
-        return self._request("POST", "analytics/query", {}, dict(body), around_attempt)
+        return self._request("POST", "analytics/query", {}, dict(body), around_attempt, decode)
 
     # -- machinery -------------------------------------------------------------------------
 
@@ -236,7 +241,7 @@ class OpenRouterClient:
 
     def _request(
         self, method: str, path: str, params: Mapping[str, str], json_body: dict[str, Any] | None = None,
-        around_attempt: Callable[[], AbstractContextManager[object]] | None = None,
+        around_attempt: Callable[[], AbstractContextManager[object]] | None = None, decode: Callable[[bytes], Any] = json.loads,
     ) -> Fetched:
         policy = self._retry
         stops: list[stop_base] = [stop_before_delay(policy.max_total_seconds), stop_when_event_set(self._stop)]
@@ -254,7 +259,7 @@ class OpenRouterClient:
         try:
             for attempt in retrying:
                 with attempt, around_attempt() if around_attempt is not None else nullcontext():
-                    fetched = self._attempt(path, dict(params), method, json_body)
+                    fetched = self._attempt(path, dict(params), method, json_body, decode)
                     return Fetched(**{**fetched.__dict__, "attempts": attempt.retry_state.attempt_number})
         except _Retryable as exc:
             if self._stop.is_set():
@@ -294,7 +299,10 @@ class OpenRouterClient:
         left = max(0.0, policy.max_total_seconds - (state.seconds_since_start or 0.0) - wait)
         log.warning("%s; retrying in %.1fs (attempt %d%s; %.0fs of the retry budget left)", exc, wait, state.attempt_number + 1, of, left)
 
-    def _attempt(self, path: str, params: dict[str, str], method: str = "GET", json_body: dict[str, Any] | None = None) -> Fetched:
+    def _attempt(
+        self, path: str, params: dict[str, str], method: str = "GET", json_body: dict[str, Any] | None = None,
+        decode: Callable[[bytes], Any] = json.loads,
+    ) -> Fetched:
         what = f"{method} /{path}" + (f"?{httpx.QueryParams(params)}" if params else "")
         self._check_stop(what)
         try:
@@ -311,7 +319,7 @@ class OpenRouterClient:
             self._check_stop(what)
             raise _Retryable(f"{what}: network error: {type(exc).__name__}: {exc or 'connection lost'}") from None
         try:
-            document = json.loads(body)
+            document = decode(body)
         except ValueError as exc:
             # An edge proxy can answer 200 with an HTML page; worth another attempt.
             raise _Retryable(f"{what}: the body is not JSON ({_short(exc)}): {_snippet(body)}") from None

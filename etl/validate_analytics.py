@@ -16,17 +16,32 @@ stand-in, ``etl/standin/analytics.py``, serves each of them):
 * Latency and throughput are non-negative numbers or ``null`` (no request in the group).
 * Dimension values are labels or ids as served; ``null`` (the unset bucket, e.g. requests
   without an app) is stored as the empty string so that it can be part of a key.
+
+A year of answers is tens of megabytes. ``answer_decoder`` decodes an answer, checks every
+row and gives it its stored form in one compiled pass (pydantic-core's ``validate_json``),
+with a schema that accepts only the usual case: counts as JSON integers, costs and
+measures as finite numbers or ``null``, dimensions as strings or ``null``, midnight
+buckets. Whatever that schema refuses (a count as a string, a bad row, a body that is not
+JSON) is decoded again with ``json`` and checked by the rules above, row by row, so the
+messages, and the days rejected, are theirs. The checked document is a ``CheckedAnswer``
+whose rows are already what ``parse_answer`` makes of a row; it accepts one only for the
+dimensions and metrics it was checked for.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Any
+
+from pydantic_core import SchemaValidator, ValidationError
+from pydantic_core import core_schema as cs
 
 from etl.errors import InvalidResponseError, TruncatedAnswerError
 
@@ -45,6 +60,87 @@ class ParsedAnswer:
     days: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+
+# (granularity, dimensions, their columns, ((metric, kind), ...))
+_Shape = tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
+
+
+class CheckedAnswer(dict[str, Any]):
+    """An answer decoded by the schema of one shape (``answer_decoder``): each row already in
+    the form ``parse_answer`` gives it (``{"date", <column>..., <metric>...}``), its values
+    checked, so that only the range and duplicates are left to check."""
+
+    def __init__(self, document: dict[str, Any], shape: _Shape) -> None:
+        super().__init__(document)
+        self.shape = shape
+
+
+def _shape(dimensions: Mapping[str, str], metrics: Mapping[str, str], granularity: str) -> _Shape:
+    return granularity, tuple(dimensions), tuple(dimensions.values()), tuple(metrics.items())
+
+
+@lru_cache(maxsize=16)
+def _validator(shape: _Shape) -> SchemaValidator:
+    """The schema of an answer whose every value is already what the checks would keep.
+
+    Each field's schema admits a subset of what ``bucket_day``, ``count``, ``amount`` and
+    ``_dimension`` accept, and yields what they would return for it, under the row's column
+    name (a JSON integer as a cost becomes its float, as ``amount`` makes it; ``null`` as a
+    dimension the empty string; ``tests/test_analytics_validate.py`` checks that the two
+    paths agree). Fields not named are ignored, as the row by row checks ignore them.
+    """
+    granularity, dimensions, columns, metrics = shape
+    kinds = {
+        COUNT: cs.int_schema(strict=True, ge=0, le=MAX_COUNT),
+        AMOUNT: cs.nullable_schema(cs.float_schema(strict=True, allow_inf_nan=False)),
+        MEASURE: cs.nullable_schema(cs.float_schema(strict=True, allow_inf_nan=False, ge=0)),
+    }
+    text = cs.nullable_schema(cs.str_schema(strict=True, max_length=1000))
+    dimension = cs.with_default_schema(cs.no_info_after_validator_function(_unset_as_empty, text), default="")
+    bucket = cs.no_info_after_validator_function(_bucket_day, cs.str_schema(strict=True))
+    row = cs.typed_dict_schema(
+        {
+            "date": cs.typed_dict_field(bucket, validation_alias=f"date__{granularity}"),
+            **{column: cs.typed_dict_field(dimension, validation_alias=name) for name, column in zip(dimensions, columns)},
+            **{name: cs.typed_dict_field(kinds[kind]) for name, kind in metrics},
+        },
+        extra_behavior="ignore",
+    )
+    metadata = cs.typed_dict_schema({"truncated": cs.typed_dict_field(cs.bool_schema(strict=True))}, extra_behavior="ignore")
+    body = cs.typed_dict_schema(
+        {
+            "data": cs.typed_dict_field(cs.list_schema(row)),
+            "metadata": cs.typed_dict_field(metadata),
+            "warnings": cs.typed_dict_field(cs.any_schema(), required=False),  # read as the checks read it
+        },
+        extra_behavior="ignore",
+    )
+    return SchemaValidator(cs.typed_dict_schema({"data": cs.typed_dict_field(body)}, extra_behavior="ignore"))
+
+
+def _unset_as_empty(value: str | None) -> str:
+    return "" if value is None else value
+
+
+@lru_cache(maxsize=4096)
+def _bucket_day(value: str) -> str:
+    return bucket_day(value)  # ValueError: the schema refuses the answer, and the checks say why
+
+
+def answer_decoder(dimensions: Mapping[str, str], metrics: Mapping[str, str], granularity: str = "day") -> Callable[[bytes], Any]:
+    """A function from an answer's bytes to its document: a ``CheckedAnswer`` when the fast
+    schema accepts it, else ``json.loads`` of it (ValueError when it is not JSON)."""
+    shape = _shape(dimensions, metrics, granularity)
+    validator = _validator(shape)
+
+    def decode(body: bytes) -> Any:
+        try:
+            return CheckedAnswer(validator.validate_json(body), shape)
+        except ValidationError:
+            return json.loads(body)  # the row by row checks say what is wrong, and where
+
+    return decode
 
 
 def _show(value: object) -> str:
@@ -160,29 +256,39 @@ def parse_answer(
     buckets: dict[str, str] = {}  # a day's rows share their bucket: parsed once
     columns = tuple(dimensions.values())
     identify = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: tuple(r[c] for c in columns))
+    checked = isinstance(document, CheckedAnswer)
+    if isinstance(document, CheckedAnswer) and document.shape != _shape(dimensions, metrics, granularity):
+        # It holds only the fields of its own shape: checking it for another would see the rest as missing.
+        raise TypeError("parse_answer: the answer was decoded for other dimensions or metrics")
     for index, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise InvalidResponseError(f"analytics answer: row {index} is {type(row).__name__}, not an object")
-        raw = row.get(bucket)
-        day = buckets.get(raw) if type(raw) is str else None
-        if day is None:
-            try:
-                day = bucket_day(raw)
-            except ValueError as exc:
-                raise InvalidResponseError(f"analytics answer: row {index}: {bucket}: {exc}") from None
-            if type(raw) is str:
-                buckets[raw] = day
+        if checked:
+            day = row["date"]
+        else:
+            if not isinstance(row, dict):
+                raise InvalidResponseError(f"analytics answer: row {index} is {type(row).__name__}, not an object")
+            raw = row.get(bucket)
+            day = buckets.get(raw) if type(raw) is str else None
+            if day is None:
+                try:
+                    day = bucket_day(raw)
+                except ValueError as exc:
+                    raise InvalidResponseError(f"analytics answer: row {index}: {bucket}: {exc}") from None
+                if type(raw) is str:
+                    buckets[raw] = day
         if day in rejected:
             continue
         if not lowest <= day <= highest:
             rejected[day] = f"the answer holds {day}, outside the range asked for ({first} .. {last})"
             continue
-        try:
-            parsed = _row(row, day, dimensions, metrics)
-        except ValueError as exc:
-            rejected[day] = f"row {index}: {exc}"
-            days.pop(day, None)
-            continue
+        if checked:
+            parsed = row  # already the stored form
+        else:
+            try:
+                parsed = _row(row, day, dimensions, metrics)
+            except ValueError as exc:
+                rejected[day] = f"row {index}: {exc}"
+                days.pop(day, None)
+                continue
         ident = identify(parsed)
         if ident in seen.setdefault(day, set()) and merge_duplicates:
             twin = next(r for r in days[day] if identify(r) == ident)
@@ -237,6 +343,22 @@ def _row(row: Mapping[str, Any], day: str, dimensions: Mapping[str, str], metric
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
     return out
+
+
+def held_days(document: Any, granularity: str = "day") -> tuple[int, date | None]:
+    """How many buckets a (truncated) answer's rows hold, and the first of their days if readable."""
+    rows = document.get("data", {}).get("data") if isinstance(document, dict) and isinstance(document.get("data"), dict) else None
+    if not isinstance(rows, list):
+        return 0, None
+    if isinstance(document, CheckedAnswer):
+        buckets = sorted({r["date"] for r in rows})
+    else:
+        field = f"date__{granularity}"
+        buckets = sorted({r[field] for r in rows if isinstance(r, dict) and isinstance(r.get(field), str)})
+    try:
+        return len(buckets), date.fromisoformat(buckets[0][:10]) if buckets else None
+    except ValueError:
+        return len(buckets), None
 
 
 def split_range(first: date, last: date, parts: int) -> list[tuple[date, date]]:

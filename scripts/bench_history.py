@@ -22,8 +22,8 @@ once (one more round trip) but no more than 64 a minute (each further 64 wait a 
 The baseline is run A's median: process start, configuration, /activity and its 30 days
 written. What the minimum leaves out, so that it is one: the time to validate and write the
 rows (printed: rows stored and the sync's CPU time beyond the baseline's), the stand-in's
-time to serve its answers (printed; it computes them before the timings start, but encodes
-and sends them in this process, on the same cores); and an archiver could in principle
+time to serve its answers (printed; it computes and encodes them before the timings start,
+but sends them from this process, on the same cores); and an archiver could in principle
 overlap /activity with the analytics requests (this one runs them after). A second line
 puts the measured work back in: baseline + max(network, the sync's CPU beyond the
 baseline's), what C would take if nothing waited that could overlap.
@@ -135,14 +135,14 @@ def main() -> None:
     dataset = Dataset(keys=args.keys, users=args.members, first_key_age_days=400)
     analytics = Analytics(dataset, apps=args.apps)
     members = json.dumps(dataset.user_ids)
-    # The stand-in computes its answers before the timings start, per day (its cache): its
-    # own cost is not the archiver's. Encoding them is left in each request's time.
+    # The stand-in computes and encodes its answers before the timings start (its cache, as
+    # a server's): its own cost is not the archiver's, and it shares this machine's cores.
     today = utc_today()
     for name, subjects in (("account", [None]), ("provider", [None]), ("app", [None]), ("key", [k.hash for k in dataset.api_keys]),
                            ("member", list(dataset.user_ids))):
         first, last = series_range(today, SERIES[name].reach)
         for subject in subjects:
-            analytics.query(query_body(SERIES[name], first, last, LIMIT, subject), today)
+            analytics.encoded(query_body(SERIES[name], first, last, LIMIT, subject), today)
     everything = f'[sync]\nanalytics_series = ["account", "provider", "key", "app", "member"]\nmembers = {members}\n'
     kinds = (
         ("A", "/activity only (baseline)", "", False),

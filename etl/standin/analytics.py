@@ -157,6 +157,7 @@ class Analytics:
     _facts: dict[tuple[date, int], list[Fact]] = field(default_factory=dict)
     _index: dict[tuple[int, str], tuple[list[Fact], dict[str, list[Fact]]]] = field(default_factory=dict)
     _rows: dict[tuple[Any, ...], list[dict[str, Any]]] = field(default_factory=dict)
+    _answers: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- knobs
 
@@ -335,6 +336,30 @@ class Analytics:
         if warnings:
             answer["warnings"] = warnings
         return {"data": answer}
+
+    def encoded(self, body: Any, today: date) -> bytes:
+        """``query`` as the bytes sent, kept for the same query, day and data (or QueryError).
+
+        A server answers the same query over unchanged data from its cache; here that keeps
+        the stand-in's own encoding (megabytes for a year of keys) off the cores the client
+        under test runs on (``scripts/bench_history.py``). Skews, amendments and revisions
+        change the key or are never kept. ``query_time_ms`` is the first answer's.
+        """
+        cacheable = not self._skews and not self.dataset._amendments
+        slot = (json.dumps(body, sort_keys=True, default=str), today, self.string_counts, self.null_components, self.apps,
+                self.long_reach, self.short_reach, self.dataset.revisions())
+        if cacheable:
+            with self._lock:
+                hit = self._answers.get(slot)
+            if hit is not None:
+                return hit
+        answer = encode(self.query(body, today))
+        if cacheable:
+            with self._lock:
+                if sum(map(len, self._answers.values())) > 200 * 2**20:
+                    self._answers.clear()
+                self._answers[slot] = answer
+        return answer
 
     def _matching(self, q: _Query, day: date) -> list[Fact]:
         # An `eq` filter narrows the day to the facts of that value (the usual per-subject query).

@@ -504,6 +504,11 @@ class Dataset:
         with self._lock:
             return self._revisions.get(day, 0)
 
+    def revisions(self) -> tuple[tuple[date, int], ...]:
+        """Every revised day with its revision: what changed since the dataset was made."""
+        with self._lock:
+            return tuple(sorted(self._revisions.items()))
+
     def revise(self, day: date) -> int:
         """Simulate late-arriving data for `day`; returns the new revision number."""
         with self._lock:

@@ -596,7 +596,7 @@ class StandIn:
                 document = json.loads(body)
             except ValueError:
                 return _error(400, "Invalid request parameters: the body is not JSON")
-            return _json_response(200, self.analytics.query(document, self._today()))
+            return _Response(200, self.analytics.encoded(document, self._today()))
         except QueryError as exc:
             return _error(exc.status, exc.message, exc.headers)
 
