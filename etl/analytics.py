@@ -804,7 +804,9 @@ def save_series_days(conn: Connection, series: Series, days: list[_Day], *, run_
     for stmt, params in fresh.items():
         conn.exec_driver_sql(stmt.sql, params)
     if marks:
-        conn.execute(_mark_statement(conn), marks)
+        # Bound by position like the rows: a first sync marks thousands of (series, subject, day).
+        mark = warehouse.upsert_statement(conn.dialect, archived_analytics_days, _MARK_KEY, _MARK_UPDATE, tuple(marks[0]))
+        conn.exec_driver_sql(mark.sql, [mark.bind(m) for m in marks])
     return out
 
 
@@ -817,8 +819,12 @@ def _marks(series: Series, answers: list[tuple[str, list[dict[str, Any]], int | 
     ]
 
 
+_MARK_KEY = ("series", "subject", "date")
+_MARK_UPDATE = ("row_count", "last_fetched_at", "run_id", "raw_response_id")
+
+
 def _mark_statement(conn: Connection) -> Any:
-    return upsert(conn.engine, archived_analytics_days, ("series", "subject", "date"), ("row_count", "last_fetched_at", "run_id", "raw_response_id"))
+    return upsert(conn.engine, archived_analytics_days, _MARK_KEY, _MARK_UPDATE)
 
 
 def _rows(series: Series, subject: str, parsed: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -261,6 +262,19 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, 
     ctx.obj = App(config_path, quiet=quiet, debug=debug, verbose=verbose, log_format=log_format)
 
 
+@contextmanager
+def _collector_skips_what_exists() -> Iterator[None]:
+    """Leave the objects that exist now (modules, the engine, the client) out of the cyclic
+    collector's scans while the body runs: a first sync makes hundreds of thousands of
+    objects, and each full collection rescanned everything imported too (0.2 s of CPU on a
+    year of 70,000 rows). Afterwards they are collectable again, so nothing is kept."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _run_and_report(
     app: App, trigger: str, plan: Callable[[Engine, Any], list[Any]], api_key: str | None = None,
     subject_plan: Callable[[set[str]], list[Any]] | None = None, guard: Callable[[], None] | None = None,
@@ -274,7 +288,7 @@ def _run_and_report(
         engine = app.engine()
         with app.client(api_key) as client:
             days = plan(engine, app.config)
-            with DayPrinter(len(days), quiet=app.quiet) as printer:
+            with _collector_skips_what_exists(), DayPrinter(len(days), quiet=app.quiet) as printer:
                 report = run_sync(
                     engine, client, days, trigger=trigger, on_day=printer, settings=app.config.sync, subject_plan=subject_plan,
                     analytics_progress=printer,
