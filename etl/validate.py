@@ -223,6 +223,12 @@ def parse_credits(document: Any, body: bytes) -> CreditBalance:
 
     data = document.get("data") if isinstance(document, dict) else None
     values = [data.get(name) if isinstance(data, dict) else None for name in ("total_credits", "total_usage")]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+    def finite(value: Any) -> bool:
+        try:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        except OverflowError:  # an integer beyond any double
+            return False
+
+    if not all(finite(v) for v in values):
         raise InvalidResponseError(f"GET /credits: unexpected body: {body[:120]!r}")
     return CreditBalance(float(values[0]), float(values[1]))  # type: ignore[arg-type]

@@ -298,6 +298,9 @@ def parse_answer(
                     break
                 if parsed[name] is not None:
                     twin[name] = parsed[name] if twin[name] is None else twin[name] + parsed[name]
+                    if metrics[name] == COUNT and twin[name] > MAX_COUNT:
+                        rejected[day] = f"row {index}: {name}: the rows for {dict(zip(dimensions, ident))} add up beyond {MAX_COUNT}"
+                        break
             if day in rejected:
                 days.pop(day, None)
             continue
@@ -346,19 +349,22 @@ def _row(row: Mapping[str, Any], day: str, dimensions: Mapping[str, str], metric
 
 
 def held_days(document: Any, granularity: str = "day") -> tuple[int, date | None]:
-    """How many buckets a (truncated) answer's rows hold, and the first of their days if readable."""
+    """How many days a (truncated) answer's rows hold, and the first of them (rows whose bucket
+    cannot be read as a day are left out), the same for either form of the document."""
     rows = document.get("data", {}).get("data") if isinstance(document, dict) and isinstance(document.get("data"), dict) else None
     if not isinstance(rows, list):
         return 0, None
     if isinstance(document, CheckedAnswer):
-        buckets = sorted({r["date"] for r in rows})
+        days = {r["date"] for r in rows}
     else:
-        field = f"date__{granularity}"
-        buckets = sorted({r[field] for r in rows if isinstance(r, dict) and isinstance(r.get(field), str)})
-    try:
-        return len(buckets), date.fromisoformat(buckets[0][:10]) if buckets else None
-    except ValueError:
-        return len(buckets), None
+        days = set()
+        for r in rows:
+            try:
+                days.add(_bucket_day(r.get(f"date__{granularity}")) if isinstance(r, dict) else "")
+            except (TypeError, ValueError):  # unreadable (or unhashable): not a day held
+                continue
+        days.discard("")
+    return len(days), date.fromisoformat(min(days)) if days else None
 
 
 def split_range(first: date, last: date, parts: int) -> list[tuple[date, date]]:

@@ -60,6 +60,7 @@ def m(module: str, path: str, old: str, new: str, why: str, nth: int = 1) -> Mut
 
 
 V, W, S, Q, ST, C, D, X = "etl/validate.py", "etl/warehouse.py", "etl/sync.py", "etl/query.py", "etl/status.py", "etl/client.py", "etl/db.py", "etl/cli.py"
+VA = "etl/validate_analytics.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # -- validation: what is refused before anything is written
@@ -204,6 +205,27 @@ MUTANTS: tuple[Mutant, ...] = (
       "the analytics series go out at 65 requests a minute, over the API's 64"),
     m("limiter", "etl/analytics.py", "if len(self._ends) < self._limit:", "if len(self._ends) <= self._limit:", "one request more than the limit in a minute"),
     m("limiter", "etl/analytics.py", "rate_window: float = 60.0,", "rate_window: float = 59.0,", "64 requests in 59 seconds"),
+    # -- analytics answers: the compiled fast path and the row by row checks behind it
+    m("analytics", VA, "COUNT: cs.int_schema(strict=True, ge=0, le=MAX_COUNT)", "COUNT: cs.int_schema(ge=0, le=MAX_COUNT)",
+      "a count sent as a string or 12.5 is accepted by the fast path, unchecked"),
+    m("analytics", VA, "cs.float_schema(strict=True, allow_inf_nan=False, ge=0)", "cs.float_schema(strict=True, allow_inf_nan=False)",
+      "a negative latency is stored"),
+    m("analytics", VA, "AMOUNT: cs.nullable_schema(cs.float_schema(strict=True, allow_inf_nan=False))",
+      "AMOUNT: cs.nullable_schema(cs.float_schema(strict=True))", "an infinite cost is stored"),
+    m("analytics", VA, 'return "" if value is None else value', 'return value',
+      "the unset bucket (no app, no variant) is stored as NULL on the fast path, not as ''"),
+    m("analytics", VA, "validation_alias=f\"date__{granularity}\"", "validation_alias=\"date__hour\"",
+      "every usual answer falls back to the slow path (or reads the wrong bucket)"),
+    m("analytics", VA, "if isinstance(document, CheckedAnswer) and document.shape != _shape(dimensions, metrics, granularity):",
+      "if False:", "an answer checked for other metrics is read as rows with missing values"),
+    m("analytics", VA, "            parsed = row  # already the stored form", "            parsed = {**row, \"date\": day[:7]}",
+      "the fast path's rows land on the wrong day"),
+    m("analytics", VA, "if metrics[name] == COUNT and twin[name] > MAX_COUNT:", "if False:",
+      "app rows that add up beyond the column's range crash the load instead of rejecting the day"),
+    m("analytics", VA, "return len(days), date.fromisoformat(min(days)) if days else None",
+      "return len(days) + 1, date.fromisoformat(min(days)) if days else None", "a truncated answer's days are miscounted"),
+    m("analytics", VA, "    except OverflowError:  # an integer beyond any double\n        number = math.inf",
+      "    except OverflowError:  # an integer beyond any double\n        raise", "a cost too large for a double crashes the sync"),
     # -- exit codes
     m("exit codes", "etl/errors.py", "    exit_code = 1\n", "    exit_code = 0\n", "a failed sync exits 0"),
     m("exit codes", "etl/errors.py", "    exit_code = 2\n", "    exit_code = 1\n", "a configuration error exits 1, not 2"),
@@ -233,6 +255,7 @@ TESTS: dict[str, list[str]] = {
     "summaries": ["tests/test_mutants_summaries.py", "tests/test_summaries_exact.py", "tests/test_summaries_status.py", "tests/test_report.py"],
     "rawstore": ["tests/test_mutants_rawstore.py", "tests/test_storage_raw.py", "tests/test_warehouse.py"],
     "limiter": ["tests/test_mutants_limiter.py", "tests/test_hfetch_fetch.py", "tests/test_analytics_sync.py"],
+    "analytics": ["tests/test_analytics_validate.py", "tests/test_analytics_sync.py", "tests/test_hfetch_fetch.py"],
     "exit codes": ["tests/test_oracle_exit.py", _E2E, "tests/test_report.py", "tests/test_daemon.py", "tests/test_breakdowns.py"],
 }
 # Slow and beside the point of any mutant here (charts, a 3 s stall, load, big SIGTERM runs).
@@ -248,7 +271,7 @@ MODULES = list(TESTS)
 # Where --auto draws its sample of operator mutants from, per module.
 FILES = {"validate": [V], "warehouse": [W], "sync": [S], "query": [Q], "status": [ST], "client": [C], "db": [D],
          "exit codes": ["etl/errors.py", "etl/lock.py"], "summaries": ["etl/summaries.py"], "rawstore": ["etl/rawstore.py"],
-         "limiter": ["etl/analytics.py"]}
+         "limiter": ["etl/analytics.py"], "analytics": ["etl/validate_analytics.py"]}
 
 _SWAPS: dict[type, type] = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
                             ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
@@ -360,10 +383,14 @@ def pytest_command(tree: Path, module: str) -> list[str]:
 def run_tests(tree: Path, module: str, timeout: float, full: bool = False) -> tuple[str, float, str]:
     shutil.rmtree(tree / ".hypothesis", ignore_errors=True)  # no failing example carried from one mutant to the next
     started = time.monotonic()
-    try:
-        done = subprocess.run(pytest_command(tree, module), cwd=tree, env=environment(tree), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return "timeout", time.monotonic() - started, ""
+    with tempfile.TemporaryDirectory(prefix="mutant-pycache-") as cache:
+        # The suite lets its CLI subprocesses write bytecode (tests/conftest.py): into a
+        # folder of this mutant's own, so that no later mutant can load it.
+        env = {**environment(tree), "PYTHONPYCACHEPREFIX": cache}
+        try:
+            done = subprocess.run(pytest_command(tree, module), cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "timeout", time.monotonic() - started, ""
     seconds = time.monotonic() - started
     if done.returncode == 0:
         return "survived", seconds, ""

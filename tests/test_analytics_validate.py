@@ -227,4 +227,24 @@ def test_a_truncated_answer_tells_its_days_in_either_form():
     checked = answer_decoder(DIMS, METRICS)(json_bytes(doc))
     assert isinstance(checked, CheckedAnswer)
     assert held_days(checked) == held_days(doc) == (2, date(2026, 1, 5))  # what the split is sized from
-    assert held_days({"data": {"data": [{"date__day": "soon"}]}}) == (1, None)
+    assert held_days({"data": {"data": [{"date__day": "soon"}, 3]}}) == (0, None)  # no readable day
+
+
+def test_merged_counts_beyond_the_column_reject_their_day():
+    dims = {"app": "subject", "model": "model"}
+    metrics = {"request_count": COUNT}
+    twin = {"date__day": "2026-01-05T00:00:00.000Z", "app": "Internal tool", "model": "m", "request_count": 2**63 - 1}
+    other = {**twin, "date__day": "2026-01-06T00:00:00.000Z"}
+    for doc in (answer(twin, {**twin, "request_count": 1}, other), json_bytes(answer(twin, {**twin, "request_count": 1}, other))):
+        document = answer_decoder(dims, metrics)(doc) if isinstance(doc, bytes) else doc
+        parsed = parse_answer(document, dimensions=dims, metrics=metrics, first=FIRST, last=LAST, merge_duplicates=True)
+        assert "request_count" in parsed.rejected["2026-01-05"] and list(parsed.days) == ["2026-01-06"]
+
+
+def test_a_truncated_answer_counts_days_whatever_the_spelling_of_its_buckets():
+    rows = [row(day=d, request_count=1, model=m) for d, m in (("2026-01-05T00:00:00.000Z", "a"), ("2026-01-05", "b"), (" 2026-01-07T00:00:00.000Z", "c"))]
+    doc = answer(*rows, truncated=True)
+    checked = answer_decoder(DIMS, METRICS)(json_bytes(doc))
+    assert held_days(doc) == (2, date(2026, 1, 5))  # two days, however each bucket is written
+    if isinstance(checked, CheckedAnswer):
+        assert held_days(checked) == held_days(doc)

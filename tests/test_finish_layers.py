@@ -18,7 +18,8 @@ from etl.standin import Fault
 from tests.conftest import KEY, query
 
 BAD_CREDITS = [b'{"data": {"total_credits": "lots", "total_usage": 1}}', b'{"data": {"total_credits": true, "total_usage": 1}}',
-               b'{"data": {"total_usage": 1}}', b'{"data": []}', b'[]']
+               b'{"data": {"total_usage": 1}}', b'{"data": []}', b'[]',
+               b'{"data": {"total_credits": 1' + b'0' * 400 + b', "total_usage": 1}}']  # beyond any double: OverflowError, not a balance
 
 
 def etl_modules():
