@@ -345,7 +345,7 @@ class _Fetch:
     shift: int = 0  # days the start was moved forward because OpenRouter no longer served them
     fetched: Fetched | None = None
     parsed: ParsedAnswer | None = None
-    compressed: dict[str, bytes] | None = None  # the raw answer's pieces, compressed in the fetch thread
+    packed: rawstore.Packed | None = None  # the raw answer cut, hashed and compressed in the fetch thread
     error: str | None = None
 
     @property
@@ -614,7 +614,7 @@ def _fetch_series(
         except ArchiveError as exc:
             job.error = str(exc)
         else:
-            job.compressed = rawstore.compress_pieces(job.fetched.body)  # here, off the writing thread (see rawstore)
+            job.packed = rawstore.pack(job.fetched.body)  # here, off the writing thread (see rawstore.Packed)
         progress.fetched(series.name, job.days)
         return [job]
 
@@ -667,7 +667,7 @@ def _load(
     with engine.begin() as conn:
         for job in answered:
             assert job.fetched is not None and job.parsed is not None
-            raw[id(job)] = warehouse.store_raw(conn, job.fetched, run_id, job.compressed)
+            raw[id(job)] = warehouse.store_raw(conn, job.fetched, run_id, job.packed)
             outcome.warnings += [f"{_describe(series, job.subject)}: {w}" for w in job.parsed.warnings]
     by_day: dict[str, list[_Fetch]] = {}
     for job in answered:
@@ -779,7 +779,10 @@ def save_series_days(conn: Connection, series: Series, days: list[_Day], *, run_
     pk = tuple(c.name for c in table.primary_key.columns)
     update = (*compared, "updated_at")
     fresh: dict[Positional, list[tuple[Any, ...]]] = {}  # the upsert of a set of columns, with its rows' parameters
-    marks: list[dict[str, Any]] = []
+    # Marks bound by position like the rows, their day's stamp once: a first sync marks
+    # thousands of (series, subject, day).
+    mark = warehouse.upsert_statement(conn.dialect, archived_analytics_days, _MARK_KEY, _MARK_UPDATE, _MARK_COLUMNS)
+    marks: list[tuple[Any, ...]] = []
     for item in days:
         rows = [r for _, subject_rows, _ in item.answers for r in subject_rows]
         held = existing.get(item.day)
@@ -799,14 +802,13 @@ def save_series_days(conn: Connection, series: Series, days: list[_Day], *, run_
             columns = tuple(c.name for c in table.columns if c.name in inserted[0] or c.name in stamp)
             stmt = warehouse.upsert_statement(conn.dialect, table, pk, update, columns)
             fresh.setdefault(stmt, []).extend(stmt.bind_many(inserted, stamp))
-        marks += _marks(series, item.answers, item.day, item.now, run_id)
+        marked = {"series": series.name, "date": item.day, "first_archived_at": item.now, "last_fetched_at": item.now, "run_id": run_id}
+        marks += mark.bind_many([{"subject": s, "row_count": len(r), "raw_response_id": i} for s, r, i in item.answers], marked)
         out.append(warehouse.DayWrite(item.day, len(rows), len(inserted), 0, unchanged, 0))
     for stmt, params in fresh.items():
         conn.exec_driver_sql(stmt.sql, params)
     if marks:
-        # Bound by position like the rows: a first sync marks thousands of (series, subject, day).
-        mark = warehouse.upsert_statement(conn.dialect, archived_analytics_days, _MARK_KEY, _MARK_UPDATE, tuple(marks[0]))
-        conn.exec_driver_sql(mark.sql, [mark.bind(m) for m in marks])
+        conn.exec_driver_sql(mark.sql, marks)
     return out
 
 
@@ -821,6 +823,7 @@ def _marks(series: Series, answers: list[tuple[str, list[dict[str, Any]], int | 
 
 _MARK_KEY = ("series", "subject", "date")
 _MARK_UPDATE = ("row_count", "last_fetched_at", "run_id", "raw_response_id")
+_MARK_COLUMNS = (*_MARK_KEY, "row_count", "first_archived_at", "last_fetched_at", "run_id", "raw_response_id")  # as _marks gives them
 
 
 def _mark_statement(conn: Connection) -> Any:

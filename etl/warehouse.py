@@ -322,17 +322,19 @@ def archived_breakdown_dates(conn: Connection, breakdown: str, subject: str, fir
     return set(conn.execute(query).scalars())
 
 
-def store_raw(conn: Connection, fetched: Fetched, run_id: int | None, compressed: Mapping[str, bytes] | None = None) -> int:
+def store_raw(conn: Connection, fetched: Fetched, run_id: int | None, packed: rawstore.Packed | None = None) -> int:
     """Keep the exact bytes OpenRouter sent, so any day can be re-derived; the fetch's id.
 
     Content-addressed (etl/rawstore.py): a body already stored (the same SHA-256) is only
     referenced again; a new one is stored as its pieces, each piece compressed and stored
-    once whichever body it belongs to. ``compressed``: pieces already compressed by the
-    caller (``rawstore.compress_pieces``), by their SHA-256.
+    once whichever body it belongs to. ``packed``: the body already cut, hashed and
+    compressed by the caller (``rawstore.pack``), used only if made from ``fetched.body``.
     """
     body = fetched.body
-    sha = rawstore.digest(body)
-    body_id = store_body(conn, body, sha, compressed)
+    if packed is None or packed.body is not body:
+        packed = None
+    sha = packed.sha256 if packed is not None else rawstore.digest(body)
+    body_id = store_body(conn, body, sha, packed)
     result = conn.execute(
         raw_responses.insert().values(
             run_id=run_id,
@@ -348,29 +350,36 @@ def store_raw(conn: Connection, fetched: Fetched, run_id: int | None, compressed
     return _inserted_id(result)
 
 
-def store_body(conn: Connection, body: bytes, sha: str | None = None, compressed: Mapping[str, bytes] | None = None) -> int:
+def store_body(conn: Connection, body: bytes, sha: str | None = None, packed: rawstore.Packed | None = None) -> int:
     """The ``raw_bodies`` id of ``body``, storing it (and the pieces not yet stored) if new.
 
-    ``compressed``: pieces the caller has compressed already, by their SHA-256; the others
-    are compressed here."""
-    sha = sha or rawstore.digest(body)
+    ``packed``: ``rawstore.pack(body)``, done by the caller already (used only if made from
+    this very ``body``); else the body is cut, hashed and compressed here."""
+    if packed is None or packed.body is not body:
+        packed = None
+    sha = sha or (packed.sha256 if packed is not None else rawstore.digest(body))
     found = conn.execute(select(raw_bodies.c.id).where(raw_bodies.c.sha256 == sha)).scalar()
     if found is not None:
         return int(found)
-    pieces = rawstore.split(body)
-    keys = [rawstore.digest(p) for p in pieces]
+    if packed is not None:
+        keys, sizes, compress = packed.keys, packed.sizes, packed.data.__getitem__
+    else:  # compressed here, and only the pieces not stored yet (a daily /activity answer: one day's)
+        pieces = rawstore.split(body)
+        keys, sizes = tuple(rawstore.digest(p) for p in pieces), tuple(len(p) for p in pieces)
+        by_key = dict(zip(keys, pieces))
+
+        def compress(key: str) -> bytes:
+            return rawstore.compress(by_key[key])
+
     ids = _chunk_ids(conn, set(keys))
-    new = {k: p for k, p in zip(keys, pieces) if k not in ids}
+    new = {k: n for k, n in zip(keys, sizes) if k not in ids}
     if new:
-        rows = [
-            {"sha256": k, "encoding": rawstore.ENCODING, "data": compressed[k] if compressed and k in compressed else rawstore.compress(p), "data_bytes": len(p)}
-            for k, p in new.items()
-        ]
+        rows = [{"sha256": k, "encoding": rawstore.ENCODING, "data": compress(k), "data_bytes": n} for k, n in new.items()]
         conn.execute(insert_missing(conn.engine, raw_chunks, ("sha256",)), rows)
         ids.update(_chunk_ids(conn, set(new)))
     conn.execute(
         insert_missing(conn.engine, raw_bodies, ("sha256",)),
-        {"sha256": sha, "body_bytes": len(body), "chunk_count": len(pieces)},
+        {"sha256": sha, "body_bytes": len(body), "chunk_count": len(keys)},
     )
     body_id = int(conn.execute(select(raw_bodies.c.id).where(raw_bodies.c.sha256 == sha)).scalar_one())
     if conn.execute(select(raw_body_chunks.c.seq).where(raw_body_chunks.c.body_id == body_id).limit(1)).first() is None:

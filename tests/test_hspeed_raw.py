@@ -25,14 +25,27 @@ def test_precompressed_pieces_are_stored_as_store_body_would_store_them(warehous
     engine = open_engine(warehouse_url)
     migrate.upgrade(engine)
     plain, prepared = _answer(3), _answer(5)  # two days in common: their pieces are shared
-    packed = rawstore.compress_pieces(prepared.body)
-    assert len(packed) > 3  # cut into pieces, each compressed
+    packed = rawstore.pack(prepared.body)
+    assert len(packed.data) > 3  # cut into pieces, each compressed
     with engine.begin() as conn:
         first = warehouse.store_raw(conn, plain, None)
         second = warehouse.store_raw(conn, prepared, None, packed)
+        # A pack of other bytes is not used for this body: the body is stored, not the pack.
+        other = _answer(6)
+        third = warehouse.store_raw(conn, other, None, rawstore.pack(_answer(4).body))
     with engine.connect() as conn:
         assert warehouse.read_raw(conn, first) == plain.body
         assert warehouse.read_raw(conn, second) == prepared.body
+        assert warehouse.read_raw(conn, third) == other.body
         stored = {sha: bytes(data) for sha, data in conn.execute(select(raw_chunks.c.sha256, raw_chunks.c.data))}
-    expected = {rawstore.digest(p): rawstore.compress(p) for p in rawstore.split(plain.body) + rawstore.split(prepared.body)}
+    expected = {rawstore.digest(p): rawstore.compress(p) for b in (plain, prepared, other) for p in rawstore.split(b.body)}
     assert stored == expected
+
+
+def test_a_pack_is_what_store_body_would_compute():
+    body = _answer(5).body
+    packed = rawstore.pack(body)
+    pieces = rawstore.split(body)
+    assert packed.body is body and packed.sha256 == rawstore.digest(body)
+    assert packed.keys == tuple(rawstore.digest(p) for p in pieces) and packed.sizes == tuple(len(p) for p in pieces)
+    assert packed.data == {rawstore.digest(p): rawstore.compress(p) for p in pieces}
