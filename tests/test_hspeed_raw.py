@@ -11,7 +11,7 @@ from sqlalchemy import select
 from etl import migrate, rawstore, warehouse
 from etl.db import open_engine
 from etl.fetched import Fetched
-from etl.schema import raw_chunks
+from etl.schema import raw_bodies, raw_body_chunks, raw_chunks
 
 
 def _answer(days: int) -> Fetched:
@@ -33,12 +33,20 @@ def test_precompressed_pieces_are_stored_as_store_body_would_store_them(warehous
         # A pack of other bytes is not used for this body: the body is stored, not the pack.
         other = _answer(6)
         third = warehouse.store_raw(conn, other, None, rawstore.pack(_answer(4).body))
+        alone = _answer(7)  # and the same of store_body called alone
+        body_id = warehouse.store_body(conn, alone.body, None, rawstore.pack(_answer(4).body))
     with engine.connect() as conn:
         assert warehouse.read_raw(conn, first) == plain.body
         assert warehouse.read_raw(conn, second) == prepared.body
         assert warehouse.read_raw(conn, third) == other.body
+        sha = conn.execute(select(raw_bodies.c.sha256).where(raw_bodies.c.id == body_id)).scalar_one()
+        pieces = conn.execute(
+            select(raw_chunks.c.data).join(raw_body_chunks, raw_body_chunks.c.chunk_id == raw_chunks.c.id)
+            .where(raw_body_chunks.c.body_id == body_id).order_by(raw_body_chunks.c.seq)
+        ).scalars()
+        assert sha == rawstore.digest(alone.body) and rawstore.join(("gzip", bytes(p)) for p in pieces) == alone.body
         stored = {sha: bytes(data) for sha, data in conn.execute(select(raw_chunks.c.sha256, raw_chunks.c.data))}
-    expected = {rawstore.digest(p): rawstore.compress(p) for b in (plain, prepared, other) for p in rawstore.split(b.body)}
+    expected = {rawstore.digest(p): rawstore.compress(p) for b in (plain, prepared, other, alone) for p in rawstore.split(b.body)}
     assert stored == expected
 
 
