@@ -91,6 +91,21 @@ def test_an_unexpected_error_is_one_line(run, damaged):
     assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
+def test_1_and_one_line_for_a_bug(cli_env, run, monkeypatch):
+    # A failure no situation should produce (a bug), stood in for by a function that raises:
+    # the damaged warehouse above is an operational failure, with its own message.
+    import etl.status
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    assert run("sync").exit_code == 0
+    monkeypatch.setattr(etl.status, "read_status", broken)
+    result = run("status")
+    assert result.exit_code == 1
+    assert result.stderr == "Error: unexpected RuntimeError: a bug (run with --debug for details)\n"
+
+
 @pytest.mark.parametrize(
     ("args", "config"),
     [(["report", "-g", "colour"], ""), (["report", "--since", "2026-02-30"], ""), (["sync"], "[sync]\nrefetch_days = -1\n"),

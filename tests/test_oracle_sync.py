@@ -73,6 +73,17 @@ def test_one_archived_day_of_three_is_a_partial_run(run, api, warehouse_url, fas
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("bad", [0, 2], ids=["oldest", "newest"])
+def test_a_rejected_day_at_either_end_of_the_range_is_a_partial_run(run, api, warehouse_url, fast, bad):
+    days = [window(today())[1] - timedelta(days=k) for k in (2, 1, 0)]
+    items = [item(d, "e1", requests=-1) if n == bad else item(d, "e1") for n, d in enumerate(days)]
+    api.inject(Fault("body", body=json.dumps({"data": items}).encode(), path="/activity"))
+    result = run("backfill", "--days", "3")
+    assert result.exit_code == 1
+    assert query(warehouse_url, "SELECT outcome, days_requested, days_fetched FROM sync_runs") == [("partial", 3, 2)]
+    assert query(warehouse_url, "SELECT date FROM archived_days ORDER BY date") == [(d.isoformat(),) for n, d in enumerate(days) if n != bad]
+
+
 def test_no_day_archived_is_a_failed_run(run, api, warehouse_url, fast):
     d1, d2 = (window(today())[1] - timedelta(days=k) for k in (1, 0))
     body = {"data": [item(d1, "e1", requests=True), item(d2, "e1", prompt_tokens=1.5)]}
