@@ -103,6 +103,11 @@ def test_permaslug_groups_are_labelled_by_permaslug(engine, load):
     assert {r["permaslug"]: (r["usage"], r["requests"]) for r in result.rows} == {
         k[0]: (v["usage"], v["requests"]) for k, v in expected_groups(rows, ("permaslug",)).items()
     } == {"openai/gpt-4.1-2025-04-14": (3.0, 2), "deepseek/chat-v3": (0.0, 9)}
+    # By day too: a grain the monthly summaries cannot answer, read from the rows themselves.
+    daily = report(engine, group_by=("date", "permaslug"))
+    assert {(r["date"], r["permaslug"]): (r["usage"], r["requests"]) for r in daily.rows} == {
+        k: (v["usage"], v["requests"]) for k, v in expected_groups(rows, ("date", "permaslug")).items()
+    } == {("2026-01-01", "openai/gpt-4.1-2025-04-14"): (3.0, 2), ("2026-01-02", "deepseek/chat-v3"): (0.0, 9)}
 
 
 def test_every_metric_per_group_including_cached_and_total_tokens(engine, load):
