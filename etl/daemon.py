@@ -268,10 +268,24 @@ class Daemon:
         except BaseException:
             self.engine.dispose()  # hold nothing between jobs, even after a failure
             raise
+        sidecars = {suffix: file_identity(_sidecar(path, suffix)) for suffix in ("-wal", "-shm")} if path is not None else {}
+        opened = file_identity(path) if path is not None else None
+        if path is not None and found is not None and opened != found:
+            # Moved over while the migration had the old file open: the pool's connection is
+            # the old file's, and so is the -wal at the path, which SQLite would read as the
+            # new file's (mixing the two files' pages). Close the old file as a job's end
+            # does for a file that left the path, then open and migrate the one now there.
+            self.identity, self.sidecars = found, sidecars
+            self._close_warehouse()
+            try:
+                migrate.upgrade(self.engine)
+            except BaseException:
+                self.engine.dispose()
+                raise
+            opened = file_identity(path)
         # An `rm` or `mv` between the comparison above and SQLite's open leaves the job itself
         # opening the file now at the path: an empty schema (the removed file's inode number
         # may even be reused), or another file there than a moment ago, says so regardless.
-        opened = file_identity(path) if path is not None else None
         if change is None and path is not None and self.migrated:
             if before is None:
                 change = "removed"

@@ -179,3 +179,79 @@ def test_a_file_moved_over_between_the_identity_check_and_the_open_is_still_repo
     assert len(warnings) == 1 and getattr(warnings[0], "event", None) == "warehouse_reopened"
     assert not any("was removed" in r.getMessage() for r in caplog.records)
     assert report.ok and count(db, "SELECT count(*) FROM archived_days") == 30  # the runs land in the file now at the path
+
+
+def test_a_file_moved_over_the_warehouse_during_a_sync_gets_no_write_of_it(stepped, api, warehouse_url, tmp_path, caplog):
+    """The file is replaced in the middle of a sync, between its /activity and its analytics
+    (whose threads open connections of their own): the run's writes must not be split into
+    the new, unmigrated file; the job syncs again into the file now at the path, migrated
+    first, and the runs after it succeed."""
+    from etl import migrate
+
+    caplog.set_level(logging.INFO, logger="etl.daemon")
+    db = Path(warehouse_url.removeprefix("sqlite:///"))
+    stepped.sync_job()
+    backup = tmp_path / "backup.db"
+    engine = open_engine(f"sqlite:///{backup}")
+    migrate.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO archived_days (date, row_count, first_archived_at, last_fetched_at) "
+            "VALUES ('2020-01-01', 0, '2020-01-02 00:00:00', '2020-01-02 00:00:00')"
+        )
+    engine.dispose()
+    real_admit, pending = api.analytics.admit, [lambda: os.replace(backup, db)]
+
+    def admit() -> None:  # the first analytics request: /activity is written, the analytics not yet
+        if pending:
+            pending.pop()()
+        real_admit()
+
+    api.analytics.admit = admit
+    stepped.sync_job()
+    assert not pending
+    assert count(db, f"SELECT count(*) FROM alembic_version WHERE version_num = '{migrate.head_revision()}'") == 1
+    assert count(db, "SELECT count(*) FROM archived_days") == 31
+    assert count(db, "SELECT count(*) FROM archived_days WHERE date = '2020-01-01'") == 1  # the backup, kept
+    again = stepped.sync_job()
+    assert again.ok, again.error
+    assert count(db, "SELECT count(*) FROM sync_runs WHERE outcome = 'ok'") >= 1
+
+
+def test_a_file_moved_over_the_warehouse_while_the_job_opens_it_is_not_mixed_with_the_old(stepped, warehouse_url, tmp_path, caplog, monkeypatch):
+    """The race CI hit next: `mv backup.db archive.db` lands after the job's migration opened
+    the old file, before the job compared the file at the path again. The old file's pooled
+    connection and its -wal at the path must not be used with the new file: SQLite would read
+    the old file's WAL frames as the new file's (its foreign-key check then failed every run)."""
+    from etl import daemon as daemon_module
+    from etl import migrate
+
+    caplog.set_level(logging.INFO, logger="etl.daemon")
+    db = Path(warehouse_url.removeprefix("sqlite:///"))
+    stepped.sync_job()
+    backup = tmp_path / "backup.db"
+    engine = open_engine(f"sqlite:///{backup}")
+    migrate.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO archived_days (date, row_count, first_archived_at, last_fetched_at) "
+            "VALUES ('2020-01-01', 0, '2020-01-02 00:00:00', '2020-01-02 00:00:00')"
+        )
+    engine.dispose()
+    real_upgrade, pending = daemon_module.migrate.upgrade, [lambda: os.replace(backup, db)]
+
+    def upgrade_then_move(engine, *args, **kwargs):
+        result = real_upgrade(engine, *args, **kwargs)
+        if pending:  # once, the old file open in the engine's pool
+            pending.pop()()
+        return result
+
+    monkeypatch.setattr(daemon_module.migrate, "upgrade", upgrade_then_move)
+    stepped.sync_job()
+    assert not pending
+    assert any("was replaced" in r.getMessage() for r in caplog.records)
+    again = stepped.sync_job()
+    assert again.ok, again.error
+    assert count(db, f"SELECT count(*) FROM alembic_version WHERE version_num = '{migrate.head_revision()}'") == 1
+    assert count(db, "SELECT count(*) FROM archived_days") == 31
+    assert count(db, "SELECT count(*) FROM archived_days WHERE date = '2020-01-01'") == 1  # the backup, kept
