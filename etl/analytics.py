@@ -575,9 +575,13 @@ def _fetch_series(
             job.error = "not fetched: the run ended early"
             return [job]
         subject = None if job.subject == WHOLE else job.subject
+        refused = False
         try:
             job.fetched = client.analytics_query(query_body(series, job.first, job.last, limit, subject), around_attempt=pace, decode=decode)
         except (PermissionDeniedError, NotFoundError) as exc:
+            # Not an arrival: arriving last would open the gate before the refusal is known
+            # (_run_series makes it known, then arrives).
+            refused = True
             raise _unavailable(exc) from None
         except BadRequestError as exc:
             if job.oldest and job.first < job.last and job.shift < MAX_REACH_SHORTFALL:
@@ -594,7 +598,8 @@ def _fetch_series(
             job.error = str(exc)
             return [job]
         finally:
-            answered()
+            if not refused:
+                answered()
         try:
             job.parsed = parse_answer(
                 job.fetched.document, dimensions=series.dimensions, metrics=series.metrics, first=job.first, last=job.last,

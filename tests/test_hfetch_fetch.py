@@ -336,6 +336,42 @@ def test_a_refusal_of_any_first_request_writes_no_analytics_at_all(dataset, ware
     assert query(warehouse_url, "SELECT count(*) FROM archived_days") == [(30,)]
 
 
+def test_a_refusal_arriving_last_still_writes_no_analytics(dataset, warehouse_url, tmp_path, monkeypatch, run):
+    # The refused request is the last first answer to come back, so that its arrival would
+    # open the gate (every series has answered); the refusal must be known by then. The
+    # window between the two is widened (a thread's timing, which no server can set).
+    import time as clock
+
+    from etl import analytics as analytics_module
+    from etl.standin.analytics import QueryError
+
+    with StandIn(dataset, management_key=KEY, latency=0.02) as server:
+        configure(monkeypatch, tmp_path, server, warehouse_url, series_config(dataset, ["account", "provider"]))
+        original, calls = server.analytics.admit, iter(range(1_000_000))
+
+        def admit() -> None:
+            if next(calls) == 1:  # the second request: answered well after the first
+                clock.sleep(0.5)
+                raise QueryError(404, "Not Found")
+            original()
+
+        server.analytics.admit = admit  # type: ignore[method-assign]
+        real_refuse = analytics_module._Gate.refuse
+
+        def slow_refuse(self, exc):  # type: ignore[no-untyped-def]
+            clock.sleep(0.5)
+            real_refuse(self, exc)
+
+        monkeypatch.setattr(analytics_module._Gate, "refuse", slow_refuse)
+        result = run("sync")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("analytics")]
+    assert len(lines) == 1 and lines[0].startswith("analytics: skipped: this key cannot use OpenRouter's Analytics API"), lines
+    assert query(warehouse_url, "SELECT count(*) FROM analytics_daily") == [(0,)]
+    assert query(warehouse_url, "SELECT count(*) FROM analytics_provider_daily") == [(0,)]
+    assert query(warehouse_url, "SELECT count(*) FROM archived_analytics_days") == [(0,)]
+
+
 def test_the_stand_in_without_granularity_gives_one_total_per_group(dataset):
     analytics = Analytics(dataset)
     body = {"metrics": ["request_count"], "dimensions": ["model"], "time_range": {"start": f"{LAST - timedelta(days=9)}T00:00:00Z", "end": f"{TODAY}T00:00:00Z"}}
