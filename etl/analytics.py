@@ -505,7 +505,8 @@ def _run_series(
         outcome.subjects = len(subjects)
         todo = _plan_series(engine, series, subjects, today, refetch_days, settings.analytics_row_limit)
         progress.planned(series.name, sum(job.days for job in todo))
-        return _fetch_series(client, series, todo, settings, stop, halt, limiter, outcome, lambda: gate.arrive(series.name), progress)
+        return _fetch_series(client, series, todo, settings, stop, halt, limiter, outcome, lambda: gate.arrive(series.name), progress,
+                             gate.refuse)
     except _Unavailable as exc:
         gate.refuse(exc)
         raise
@@ -547,11 +548,12 @@ def _plan_series(engine: Engine, series: Series, subjects: list[str], today: dat
 def _fetch_series(
     client: OpenRouterClient, series: Series, todo: list[_Fetch], settings: SyncConfig, stop: threading.Event,
     halt: threading.Event, limiter: RateLimiter, outcome: SeriesResult, answered: Callable[[], None] = lambda: None,
-    progress: AnalyticsProgress | None = None,
+    progress: AnalyticsProgress | None = None, on_refusal: Callable[[_Unavailable], None] = lambda _: None,
 ) -> list[_Fetch]:
     """Every planned request answered (or failed), truncated answers replaced by their splits.
 
-    ``answered`` is called after each request, whatever its outcome; every attempt, retries
+    ``answered`` is called after each request that was not refused, ``on_refusal`` at once on a
+    refusal (before this series' other requests end); every attempt, retries
     included (OpenRouter counts those too), holds a slot of the rate limiter.
     """
     limit = settings.analytics_row_limit
@@ -575,14 +577,16 @@ def _fetch_series(
             job.error = "not fetched: the run ended early"
             return [job]
         subject = None if job.subject == WHOLE else job.subject
-        refused = False
+        refused = False  # this request's
         try:
             job.fetched = client.analytics_query(query_body(series, job.first, job.last, limit, subject), around_attempt=pace, decode=decode)
         except (PermissionDeniedError, NotFoundError) as exc:
-            # Not an arrival: arriving last would open the gate before the refusal is known
-            # (_run_series makes it known, then arrives).
+            # Made known at once, and not an arrival: arriving last, or after another request
+            # of this series arrived, would open the gate before the refusal were known.
             refused = True
-            raise _unavailable(exc) from None
+            unavailable = _unavailable(exc)
+            on_refusal(unavailable)
+            raise unavailable from None
         except BadRequestError as exc:
             if job.oldest and job.first < job.last and job.shift < MAX_REACH_SHORTFALL:
                 # "About 365 days": the oldest day may already be gone. Start a day later;

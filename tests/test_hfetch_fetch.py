@@ -372,6 +372,34 @@ def test_a_refusal_arriving_last_still_writes_no_analytics(dataset, warehouse_ur
     assert query(warehouse_url, "SELECT count(*) FROM archived_analytics_days") == [(0,)]
 
 
+def test_a_refusal_while_its_series_still_has_requests_out_writes_no_analytics(dataset, warehouse_url, tmp_path, monkeypatch, run):
+    # One member's first request is refused at once while the other members' are slow: the
+    # refusal must be known before those come back (they would make the member series
+    # arrive at the gate, and the account series be written), not when the last of them ends.
+    import time as clock
+
+    from etl.standin.analytics import QueryError
+
+    with StandIn(dataset, management_key=KEY, latency=0.02) as server:
+        configure(monkeypatch, tmp_path, server, warehouse_url, series_config(dataset, ["account", "member"]))
+        refused_member, real_encoded = dataset.user_ids[0], server.analytics.encoded
+
+        def encoded(document, today):  # type: ignore[no-untyped-def]
+            if refused_member in json.dumps(document):
+                raise QueryError(404, "Not Found")
+            if "user" in json.dumps(document):
+                clock.sleep(0.5)  # the other members' answers come back late
+            return real_encoded(document, today)
+
+        server.analytics.encoded = encoded  # type: ignore[method-assign]
+        result = run("sync")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("analytics")]
+    assert len(lines) == 1 and lines[0].startswith("analytics: skipped: this key cannot use OpenRouter's Analytics API"), lines
+    assert query(warehouse_url, "SELECT count(*) FROM analytics_daily") == [(0,)]
+    assert query(warehouse_url, "SELECT count(*) FROM archived_analytics_days") == [(0,)]
+
+
 def test_the_stand_in_without_granularity_gives_one_total_per_group(dataset):
     analytics = Analytics(dataset)
     body = {"metrics": ["request_count"], "dimensions": ["model"], "time_range": {"start": f"{LAST - timedelta(days=9)}T00:00:00Z", "end": f"{TODAY}T00:00:00Z"}}
