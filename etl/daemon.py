@@ -270,15 +270,15 @@ class Daemon:
             raise
         sidecars = {suffix: file_identity(_sidecar(path, suffix)) for suffix in ("-wal", "-shm")} if path is not None else {}
         opened = file_identity(path) if path is not None else None
-        if path is not None and found is not None and opened != found:
-            # Moved over while the migration had the old file open: the pool's connection is
+        if path is not None and found is not None and before is not None and opened != found:
+            # Moved over (or removed) while the migration had the old file open: the pool's connection is
             # the old file's, and so is the -wal at the path, which SQLite would read as the
             # new file's (mixing the two files' pages). Close the old file as a job's end
             # does for a file that left the path, then open and migrate the one now there.
             self.identity, self.sidecars = found, sidecars
             self._close_warehouse()
             try:
-                migrate.upgrade(self.engine)
+                before, _after = migrate.upgrade(self.engine)  # None: removed, and created anew just now
             except BaseException:
                 self.engine.dispose()
                 raise

@@ -255,3 +255,26 @@ def test_a_file_moved_over_the_warehouse_while_the_job_opens_it_is_not_mixed_wit
     assert count(db, f"SELECT count(*) FROM alembic_version WHERE version_num = '{migrate.head_revision()}'") == 1
     assert count(db, "SELECT count(*) FROM archived_days") == 31
     assert count(db, "SELECT count(*) FROM archived_days WHERE date = '2020-01-01'") == 1  # the backup, kept
+
+
+def test_a_file_removed_while_the_job_opens_it_is_reported_removed_and_refilled(stepped, warehouse_url, caplog, monkeypatch):
+    """`rm archive.db` after the job's migration opened it: the job must not sync into the
+    removed file (whose rows nobody could read again), but create the file anew and fill it."""
+    from etl import daemon as daemon_module
+
+    caplog.set_level(logging.INFO, logger="etl.daemon")
+    db = Path(warehouse_url.removeprefix("sqlite:///"))
+    stepped.sync_job()
+    real_upgrade, pending = daemon_module.migrate.upgrade, [db.unlink]
+
+    def upgrade_then_remove(engine, *args, **kwargs):
+        result = real_upgrade(engine, *args, **kwargs)
+        if pending:
+            pending.pop()()
+        return result
+
+    monkeypatch.setattr(daemon_module.migrate, "upgrade", upgrade_then_remove)
+    report = stepped.sync_job()
+    warnings = [r for r in caplog.records if "was removed" in r.getMessage()]
+    assert len(warnings) == 1 and getattr(warnings[0], "event", None) == "warehouse_reopened"
+    assert report.ok and count(db, "SELECT count(*) FROM archived_days") == 30
