@@ -68,6 +68,11 @@ class Packed:
     data: dict[str, bytes]  # each distinct piece compressed, by its key
 
 
+def made_from(packed: Packed | None, body: bytes) -> Packed | None:
+    """``packed`` if it was made from this very ``body`` object, else None (pack it again)."""
+    return packed if packed is not None and packed.body is body else None
+
+
 def pack(body: bytes) -> Packed:
     pieces = split(body)
     keys = tuple(digest(p) for p in pieces)

@@ -331,8 +331,7 @@ def store_raw(conn: Connection, fetched: Fetched, run_id: int | None, packed: ra
     compressed by the caller (``rawstore.pack``), used only if made from ``fetched.body``.
     """
     body = fetched.body
-    if packed is None or packed.body is not body:
-        packed = None
+    packed = rawstore.made_from(packed, body)
     sha = packed.sha256 if packed is not None else rawstore.digest(body)
     body_id = store_body(conn, body, sha, packed)
     result = conn.execute(
@@ -355,8 +354,7 @@ def store_body(conn: Connection, body: bytes, sha: str | None = None, packed: ra
 
     ``packed``: ``rawstore.pack(body)``, done by the caller already (used only if made from
     this very ``body``); else the body is cut, hashed and compressed here."""
-    if packed is None or packed.body is not body:
-        packed = None
+    packed = rawstore.made_from(packed, body)
     sha = sha or (packed.sha256 if packed is not None else rawstore.digest(body))
     found = conn.execute(select(raw_bodies.c.id).where(raw_bodies.c.sha256 == sha)).scalar()
     if found is not None:

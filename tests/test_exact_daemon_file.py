@@ -42,6 +42,22 @@ def count(db: Path, sql: str) -> int:
         return 0
 
 
+def old_backup(tmp_path: Path) -> Path:
+    """A backup made by an older version (revision 0002), holding one day the live file has not."""
+    from etl import migrate
+
+    backup = tmp_path / "backup.db"
+    engine = open_engine(f"sqlite:///{backup}")
+    migrate.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO archived_days (date, row_count, first_archived_at, last_fetched_at) "
+            "VALUES ('2020-01-01', 0, '2020-01-02 00:00:00', '2020-01-02 00:00:00')"
+        )
+    engine.dispose()
+    return backup
+
+
 @pytest.mark.slow
 def test_rm_then_mv_over_the_file_under_a_running_daemon():
     row = rr.replaced_warehouse()
@@ -96,15 +112,7 @@ def test_a_file_moved_over_the_warehouse_is_migrated_and_gets_the_next_runs(daem
     db = Path(warehouse_url.removeprefix("sqlite:///"))
     wait_for(lambda: len(reports) >= 1)
     # A backup made by an older version, restored over the live file.
-    backup = tmp_path / "backup.db"
-    engine = open_engine(f"sqlite:///{backup}")
-    migrate.upgrade(engine, "0002")
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO archived_days (date, row_count, first_archived_at, last_fetched_at) "
-            "VALUES ('2020-01-01', 0, '2020-01-02 00:00:00', '2020-01-02 00:00:00')"
-        )
-    engine.dispose()
+    backup = old_backup(tmp_path)
     os.replace(backup, db)
     wait_for(lambda: any("was replaced" in r.getMessage() for r in caplog.records))
     wait_for(lambda: count(db, "SELECT count(*) FROM archived_days") == 31)
@@ -191,15 +199,7 @@ def test_a_file_moved_over_the_warehouse_during_a_sync_gets_no_write_of_it(stepp
     caplog.set_level(logging.INFO, logger="etl.daemon")
     db = Path(warehouse_url.removeprefix("sqlite:///"))
     stepped.sync_job()
-    backup = tmp_path / "backup.db"
-    engine = open_engine(f"sqlite:///{backup}")
-    migrate.upgrade(engine, "0002")
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO archived_days (date, row_count, first_archived_at, last_fetched_at) "
-            "VALUES ('2020-01-01', 0, '2020-01-02 00:00:00', '2020-01-02 00:00:00')"
-        )
-    engine.dispose()
+    backup = old_backup(tmp_path)
     real_admit, pending = api.analytics.admit, [lambda: os.replace(backup, db)]
 
     def admit() -> None:  # the first analytics request: /activity is written, the analytics not yet
@@ -229,15 +229,7 @@ def test_a_file_moved_over_the_warehouse_while_the_job_opens_it_is_not_mixed_wit
     caplog.set_level(logging.INFO, logger="etl.daemon")
     db = Path(warehouse_url.removeprefix("sqlite:///"))
     stepped.sync_job()
-    backup = tmp_path / "backup.db"
-    engine = open_engine(f"sqlite:///{backup}")
-    migrate.upgrade(engine, "0002")
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO archived_days (date, row_count, first_archived_at, last_fetched_at) "
-            "VALUES ('2020-01-01', 0, '2020-01-02 00:00:00', '2020-01-02 00:00:00')"
-        )
-    engine.dispose()
+    backup = old_backup(tmp_path)
     real_upgrade, pending = daemon_module.migrate.upgrade, [lambda: os.replace(backup, db)]
 
     def upgrade_then_move(engine, *args, **kwargs):

@@ -306,6 +306,16 @@ def test_many_subjects_in_parallel_never_exceed_the_limit(tmp_path):
 # -- a key that cannot use the Analytics API ---------------------------------------------------
 
 
+def assert_analytics_skipped_whole(result, warehouse_url) -> None:  # type: ignore[no-untyped-def]
+    """One line says the Analytics API is skipped, and nothing of it is written."""
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("analytics")]
+    assert len(lines) == 1 and lines[0].startswith("analytics: skipped: this key cannot use OpenRouter's Analytics API"), lines
+    assert query(warehouse_url, "SELECT count(*) FROM analytics_daily") == [(0,)]
+    assert query(warehouse_url, "SELECT count(*) FROM analytics_provider_daily") == [(0,)]
+    assert query(warehouse_url, "SELECT count(*) FROM archived_analytics_days") == [(0,)]
+
+
 @pytest.mark.parametrize("status", ["403", "404"])
 def test_a_refusal_of_any_first_request_writes_no_analytics_at_all(dataset, warehouse_url, tmp_path, monkeypatch, run, status):
     # Every series starts at once; whichever request OpenRouter refuses, nothing of the
@@ -327,12 +337,7 @@ def test_a_refusal_of_any_first_request_writes_no_analytics_at_all(dataset, ware
 
             server.analytics.admit = admit  # type: ignore[method-assign]
         result = run("sync")
-    assert result.exit_code == 0, result.output
-    lines = [line for line in result.stdout.splitlines() if line.startswith("analytics")]
-    assert len(lines) == 1 and lines[0].startswith("analytics: skipped: this key cannot use OpenRouter's Analytics API"), lines
-    assert query(warehouse_url, "SELECT count(*) FROM analytics_daily") == [(0,)]
-    assert query(warehouse_url, "SELECT count(*) FROM analytics_provider_daily") == [(0,)]
-    assert query(warehouse_url, "SELECT count(*) FROM archived_analytics_days") == [(0,)]
+    assert_analytics_skipped_whole(result, warehouse_url)
     assert query(warehouse_url, "SELECT count(*) FROM archived_days") == [(30,)]
 
 
@@ -364,12 +369,7 @@ def test_a_refusal_arriving_last_still_writes_no_analytics(dataset, warehouse_ur
 
         monkeypatch.setattr(analytics_module._Gate, "refuse", slow_refuse)
         result = run("sync")
-    assert result.exit_code == 0, result.output
-    lines = [line for line in result.stdout.splitlines() if line.startswith("analytics")]
-    assert len(lines) == 1 and lines[0].startswith("analytics: skipped: this key cannot use OpenRouter's Analytics API"), lines
-    assert query(warehouse_url, "SELECT count(*) FROM analytics_daily") == [(0,)]
-    assert query(warehouse_url, "SELECT count(*) FROM analytics_provider_daily") == [(0,)]
-    assert query(warehouse_url, "SELECT count(*) FROM archived_analytics_days") == [(0,)]
+    assert_analytics_skipped_whole(result, warehouse_url)
 
 
 def test_a_refusal_while_its_series_still_has_requests_out_writes_no_analytics(dataset, warehouse_url, tmp_path, monkeypatch, run):
@@ -393,11 +393,7 @@ def test_a_refusal_while_its_series_still_has_requests_out_writes_no_analytics(d
 
         server.analytics.encoded = encoded  # type: ignore[method-assign]
         result = run("sync")
-    assert result.exit_code == 0, result.output
-    lines = [line for line in result.stdout.splitlines() if line.startswith("analytics")]
-    assert len(lines) == 1 and lines[0].startswith("analytics: skipped: this key cannot use OpenRouter's Analytics API"), lines
-    assert query(warehouse_url, "SELECT count(*) FROM analytics_daily") == [(0,)]
-    assert query(warehouse_url, "SELECT count(*) FROM archived_analytics_days") == [(0,)]
+    assert_analytics_skipped_whole(result, warehouse_url)
 
 
 def test_the_stand_in_without_granularity_gives_one_total_per_group(dataset):
