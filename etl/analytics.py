@@ -26,8 +26,9 @@ the 365- and 31-day reaches; 64 requests a minute, paced by ``RateLimiter`` (a s
 attempt, held until its answer is in; 429s and their ``Retry-After`` are the client's retry
 policy). All series are fetched at once, each written as soon as its answers are in. A 403
 or 404 means the key cannot use the Analytics API: the rest is skipped with one line and
-``/activity`` is archived as usual; nothing is written before every series' first answer,
-so that a refusal leaves nothing half-archived. Each (series, day) is written whole, every
+``/activity`` is archived as usual; nothing is committed before every series' first answer
+(the series answered sooner are written meanwhile, into one transaction held open until
+then: ``_Writes``), so that a refusal leaves nothing half-archived. Each (series, day) is written whole, every
 subject with its ``archived_analytics_days`` mark, in transactions of several days
 (``save_series_days``; a day with revised rows through ``warehouse.save_rows``), so that
 revisions move superseded versions to the history tables instead of counting twice.
@@ -41,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol, cast
@@ -360,33 +361,86 @@ class _Unavailable(Exception):
 class _Gate:
     """Opens when every series has had its first answer (or ended), or one found the API refused.
 
-    Nothing is written before it opens: a 403 or 404 on any series' first request then skips
-    the whole Analytics API, with nothing of it half-archived.
+    Nothing is committed before it opens: a 403 or 404 on any series' first request then
+    skips the whole Analytics API, with nothing of it half-archived. ``opened`` is a future
+    done at that moment, for the writing thread to wait on beside the series' own.
     """
 
     def __init__(self, names: Iterable[str]) -> None:
         self._waiting = set(names)
         self._lock = threading.Lock()
-        self._open = threading.Event()
+        self.opened: Future[None] = Future()
         self.refused: _Unavailable | None = None
         if not self._waiting:
-            self._open.set()
+            self.opened.set_result(None)
 
     def arrive(self, name: str) -> None:
         with self._lock:
             self._waiting.discard(name)
             if not self._waiting:
-                self._open.set()
+                self._open()
 
     def refuse(self, exc: _Unavailable) -> None:
         with self._lock:
             self.refused = self.refused or exc
-        self._open.set()
+            self._open()
+
+    def _open(self) -> None:  # under the lock: opened once
+        if not self.opened.done():
+            self.opened.set_result(None)
 
     def wait(self) -> None:
-        self._open.wait()  # every series arrives at the latest when its worker ends
+        self.opened.result()  # every series arrives at the latest when its worker ends
         if self.refused is not None:
             raise self.refused
+
+
+class _Writes:
+    """The transactions of a run's series: all in one, held open, until the gate opens; each its own after.
+
+    The writing thread loads each series as soon as its answers are in. Before the gate
+    opens that is into one transaction (SQLite's write lock is taken by its first write and
+    kept: this thread is the run's only writer, the fetch threads only read), committed
+    when the gate opens and rolled back if the API refused: the rows are prepared and
+    written while the slowest series (the key series, after its ``/keys`` pages) is still
+    fetching, yet nothing is committed that a refusal would leave half-archived.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.holding = False
+        self._held: Connection | None = None
+
+    def hold(self) -> None:
+        self.holding = True
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        if not self.holding:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        if self._held is None:
+            self._held = self.engine.connect()
+            self._held.begin()
+        yield self._held
+
+    def commit(self) -> None:
+        """End the hold: what it holds is committed, later writes are their own transactions."""
+        self.holding = False
+        if self._held is not None:
+            held, self._held = self._held, None
+            try:
+                held.commit()
+            finally:
+                held.close()
+
+    def release(self) -> None:
+        """End the hold without committing (a refusal, a failure): its writes roll back."""
+        self.holding = False
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.close()  # closing a connection in a transaction rolls it back
 
 
 class _Keys:
@@ -431,7 +485,8 @@ def run_analytics(
     Every series starts at once, each in its own thread (listing ``/keys`` first if it needs
     the keys), its requests ``settings.concurrency`` at a time, all of them paced by one
     shared rate limiter. A series is written by this thread as soon as all its answers are
-    in, while the others are still fetching.
+    in, while the others are still fetching; until every series has had its first answer,
+    into one held transaction (``_Writes``).
 
     Raises only Interrupted and WarehouseError (after committing the days already written).
     """
@@ -445,6 +500,17 @@ def run_analytics(
     keys = _Keys(client)
     gate = _Gate(names)
     halt = threading.Event()
+    writes = _Writes(engine)
+    writes.hold()
+    held: list[str] = []  # series loaded into the held transaction, reported when it commits
+
+    def report(name: str) -> None:
+        outcome = outcomes[name]
+        result.requests += outcome.requests
+        progress.loaded(name)
+        on_series(outcome)
+        log.info("%s", outcome.describe())
+
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="series") as pool:
             futures = {
@@ -453,20 +519,29 @@ def run_analytics(
                 for name in names
             }
             try:
-                gate.wait()
-                for future in as_completed(futures):
-                    name = futures[future]
-                    series, outcome = SERIES[name], outcomes[name]
-                    jobs = future.result()
-                    if name in ("key", "workspace") and not keys.stored and jobs is not None:
-                        _store_keys(engine, keys, run_id, now, result)
-                    _load(engine, series, jobs or [], run_id, now, stop, outcome)
-                    result.requests += outcome.requests
-                    progress.loaded(name)
-                    on_series(outcome)
-                    log.info("%s", outcome.describe())
+                fetching: set[Future[Any]] = set(futures)
+                while fetching or writes.holding:
+                    watched = fetching | ({gate.opened} if writes.holding else set())
+                    done, _ = wait(watched, return_when=FIRST_COMPLETED)
+                    if writes.holding and gate.opened.done():
+                        gate.wait()  # raises if the API refused: the held writes roll back
+                        writes.commit()
+                        for name in held:
+                            report(name)
+                    for future in done & fetching:
+                        fetching.discard(future)
+                        name = futures[future]
+                        jobs = future.result()  # a refusal raises here (its series' worker)
+                        if name in ("key", "workspace") and not keys.stored and jobs is not None:
+                            _store_keys(writes, keys, run_id, now, result)
+                        _load(writes, SERIES[name], jobs or [], run_id, now, stop, outcomes[name])
+                        if writes.holding:
+                            held.append(name)
+                        else:
+                            report(name)
             finally:
                 halt.set()  # on any way out, the series still fetching stop at their next request
+                writes.release()  # a way out before the gate opened: nothing of the API is committed
     except _Unavailable as exc:
         result.series.clear()
         result.skipped = str(exc)
@@ -514,10 +589,10 @@ def _run_series(
         gate.arrive(series.name)
 
 
-def _store_keys(engine: Engine, keys: _Keys, run_id: int | None, now: Callable[[], datetime], result: AnalyticsResult) -> None:
+def _store_keys(writes: _Writes, keys: _Keys, run_id: int | None, now: Callable[[], datetime], result: AnalyticsResult) -> None:
     listed, pages = keys.get()
     result.requests += len(pages)
-    with engine.begin() as conn:
+    with writes.begin() as conn:
         for page in pages:
             warehouse.store_raw(conn, page, run_id)
         warehouse.save_keys(conn, listed, now())
@@ -649,7 +724,7 @@ def _archived(conn: Connection, series: str, subject: str, first: str, last: str
 
 
 def _load(
-    engine: Engine, series: Series, jobs: list[_Fetch], run_id: int | None, now: Callable[[], datetime],
+    writes: _Writes, series: Series, jobs: list[_Fetch], run_id: int | None, now: Callable[[], datetime],
     stop: threading.Event, outcome: SeriesResult,
 ) -> None:
     """Write the series day by day, each day of every subject whole, in transactions of about ``GROUP_ROWS`` rows.
@@ -673,7 +748,7 @@ def _load(
     if not answered:
         return
     raw: dict[int, int] = {}
-    with engine.begin() as conn:
+    with writes.begin() as conn:
         for job in answered:
             assert job.fetched is not None and job.parsed is not None
             raw[id(job)] = warehouse.store_raw(conn, job.fetched, run_id, job.packed)
@@ -688,7 +763,7 @@ def _load(
     size = 0
     for day in sorted(by_day):
         if stop.is_set():
-            _write_group(engine, series, group, run_id, outcome)  # the days already prepared are complete: keep them
+            _write_group(writes, series, group, run_id, outcome)  # the days already prepared are complete: keep them
             raise Interrupted("interrupted: stop requested")
         ready: list[tuple[str, list[dict[str, Any]], int | None]] = []  # (subject, rows, raw response id)
         labels: dict[str, str] = {}
@@ -709,9 +784,9 @@ def _load(
         group.append(_Day(day, now(), ready, labels))
         size += sum(1 + len(rows) for _, rows, _ in ready)  # a mark per subject, and the rows
         if size >= GROUP_ROWS:
-            _write_group(engine, series, group, run_id, outcome)
+            _write_group(writes, series, group, run_id, outcome)
             group, size = [], 0
-    _write_group(engine, series, group, run_id, outcome)
+    _write_group(writes, series, group, run_id, outcome)
 
 
 def _unresolved(series: Series, job: _Fetch) -> str | None:
@@ -741,11 +816,11 @@ class _Day:
     labels: dict[str, str]
 
 
-def _write_group(engine: Engine, series: Series, days: list[_Day], run_id: int | None, outcome: SeriesResult) -> None:
-    """Write ``days`` in one transaction, then count them in ``outcome``."""
+def _write_group(writes: _Writes, series: Series, days: list[_Day], run_id: int | None, outcome: SeriesResult) -> None:
+    """Write ``days`` in one transaction (or the held one), then count them in ``outcome``."""
     if not days:
         return
-    with engine.begin() as conn:
+    with writes.begin() as conn:
         written = save_series_days(conn, series, days, run_id=run_id)
         labels: dict[str, str] = {}
         for item in days:
