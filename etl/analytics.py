@@ -483,7 +483,7 @@ def run_analytics(
     """Archive every configured series; ``refetch_days`` None refetches the whole reach (backfill).
 
     Every series starts at once, each in its own thread (listing ``/keys`` first if it needs
-    the keys), its requests ``settings.concurrency`` at a time, all of them paced by one
+    the keys), at most ``settings.analytics_concurrency`` requests in flight between them, all paced by one
     shared rate limiter. A series is written by this thread as soon as all its answers are
     in, while the others are still fetching; until every series has had its first answer,
     into one held transaction (``_Writes``).
@@ -494,6 +494,7 @@ def run_analytics(
     progress = progress or _Silent()
     result = AnalyticsResult()
     limiter = RateLimiter(settings.analytics_requests_per_minute, rate_window, stop)
+    in_flight = threading.BoundedSemaphore(settings.analytics_concurrency)  # requests of all series together
     names = list(dict.fromkeys(settings.analytics_series))
     outcomes = {name: SeriesResult(name) for name in names}
     result.series = list(outcomes.values())
@@ -515,7 +516,7 @@ def run_analytics(
         with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="series") as pool:
             futures = {
                 pool.submit(_run_series, engine, client, SERIES[name], settings, today, refetch_days, keys, stop, halt, gate, limiter,
-                            outcomes[name], progress): name
+                            in_flight, outcomes[name], progress): name
                 for name in names
             }
             try:
@@ -559,8 +560,8 @@ def _unavailable(exc: ArchiveError) -> _Unavailable:
 
 def _run_series(
     engine: Engine, client: OpenRouterClient, series: Series, settings: SyncConfig, today: date, refetch_days: int | None,
-    keys: _Keys, stop: threading.Event, halt: threading.Event, gate: _Gate, limiter: RateLimiter, outcome: SeriesResult,
-    progress: AnalyticsProgress,
+    keys: _Keys, stop: threading.Event, halt: threading.Event, gate: _Gate, limiter: RateLimiter, in_flight: threading.Semaphore,
+    outcome: SeriesResult, progress: AnalyticsProgress,
 ) -> list[_Fetch] | None:
     """A series' subjects, plan and answers (None: its subjects could not be listed)."""
     try:
@@ -581,7 +582,7 @@ def _run_series(
         todo = _plan_series(engine, series, subjects, today, refetch_days, settings.analytics_row_limit)
         progress.planned(series.name, sum(job.days for job in todo))
         return _fetch_series(client, series, todo, settings, stop, halt, limiter, outcome, lambda: gate.arrive(series.name), progress,
-                             gate.refuse)
+                             gate.refuse, in_flight)
     except _Unavailable as exc:
         gate.refuse(exc)
         raise
@@ -624,6 +625,7 @@ def _fetch_series(
     client: OpenRouterClient, series: Series, todo: list[_Fetch], settings: SyncConfig, stop: threading.Event,
     halt: threading.Event, limiter: RateLimiter, outcome: SeriesResult, answered: Callable[[], None] = lambda: None,
     progress: AnalyticsProgress | None = None, on_refusal: Callable[[_Unavailable], None] = lambda _: None,
+    in_flight: threading.Semaphore | None = None,
 ) -> list[_Fetch]:
     """Every planned request answered (or failed), truncated answers replaced by their splits.
 
@@ -633,6 +635,7 @@ def _fetch_series(
     """
     limit = settings.analytics_row_limit
     progress = progress or _Silent()
+    in_flight = in_flight or threading.BoundedSemaphore(settings.analytics_concurrency)
     decode = answer_decoder(series.dimensions, series.metrics)
     done: list[_Fetch] = []
     lock = threading.Lock()
@@ -654,7 +657,9 @@ def _fetch_series(
         subject = None if job.subject == WHOLE else job.subject
         refused = False  # this request's
         try:
-            job.fetched = client.analytics_query(query_body(series, job.first, job.last, limit, subject), around_attempt=pace, decode=decode)
+            with in_flight:
+                job.fetched = client.analytics_query(query_body(series, job.first, job.last, limit, subject), around_attempt=pace,
+                                                     decode=decode)
         except (PermissionDeniedError, NotFoundError) as exc:
             # Made known at once, and not an arrival: arriving last, or after another request
             # of this series arrived, would open the gate before the refusal were known.
@@ -703,7 +708,7 @@ def _fetch_series(
         return [job]
 
     # A truncated answer's replacements are asked in the next round, until none is left.
-    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="analytics") as pool:
+    with ThreadPoolExecutor(max_workers=settings.analytics_concurrency, thread_name_prefix="analytics") as pool:
         while todo:
             followups: list[_Fetch] = []
             for answered_jobs in pool.map(fetch, todo):

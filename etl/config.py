@@ -78,6 +78,7 @@ class SyncConfig:
     # "workspace" cost one request per subject. [] turns it off.
     analytics_series: tuple[str, ...] = field(default=("account", "provider"), metadata={"choices": ANALYTICS_SERIES})
     analytics_requests_per_minute: int = _setting(64, ge=1, le=10_000)
+    analytics_concurrency: int = _setting(16, ge=1, le=64)
     analytics_row_limit: int = _setting(10_000, ge=1, le=10_000)
 
 

@@ -237,7 +237,7 @@ def test_rate_limit_is_never_exceeded(dataset, tmp_path):
         engine = open_engine(f"sqlite:///{tmp_path / 'rate.db'}")
         migrate.upgrade(engine)
         settings = SyncConfig(analytics_series=("account", "provider", "key", "member", "workspace", "app"),
-                              members=tuple(dataset.user_ids), analytics_requests_per_minute=3, concurrency=4)
+                              members=tuple(dataset.user_ids), analytics_requests_per_minute=3, analytics_concurrency=4)
         with OpenRouterClient(server.base_url, KEY, retry=RetryPolicy(max_attempts=1)) as client:
             result = run_analytics(engine, client, settings, TODAY, refetch_days=None, run_id=None,
                                    now=lambda: datetime.now(timezone.utc), stop=threading.Event(), rate_window=0.8)

@@ -290,7 +290,8 @@ def test_many_subjects_in_parallel_never_exceed_the_limit(tmp_path):
     with StandIn(dataset, management_key=KEY, analytics=analytics, latency=0.02) as server:
         engine = open_engine(f"sqlite:///{tmp_path / 'rate.db'}")
         migrate.upgrade(engine)
-        settings = SyncConfig(analytics_series=tuple(ALL_SERIES), members=tuple(dataset.user_ids), analytics_requests_per_minute=5, concurrency=8)
+        settings = SyncConfig(analytics_series=tuple(ALL_SERIES), members=tuple(dataset.user_ids), analytics_requests_per_minute=5,
+                              analytics_concurrency=8)
         with OpenRouterClient(server.base_url, KEY, retry=RetryPolicy(max_attempts=1)) as client:
             result = run_analytics(engine, client, settings, TODAY, refetch_days=None, run_id=None,
                                    now=lambda: datetime.now(timezone.utc), stop=threading.Event(), rate_window=0.4)
@@ -301,6 +302,39 @@ def test_many_subjects_in_parallel_never_exceed_the_limit(tmp_path):
     workspaces = len({k.workspace_id for k in dataset.api_keys})
     assert sent == 3 + 12 + 4 + workspaces
     assert analytics.served == sent and analytics.rate_limited == 0 and analytics.max_in_window <= 5
+
+
+def test_requests_in_flight_never_exceed_analytics_concurrency_across_series(tmp_path):
+    # Every series fetches at once; analytics_concurrency bounds their requests together,
+    # not each series' own. The stand-in holds each request a while, so that they overlap.
+    dataset = Dataset(anchor=TODAY, keys=8, users=4, endpoints_per_day=2, first_key_age_days=60)
+    analytics = Analytics(dataset)
+    lock, in_flight, most = threading.Lock(), [0], [0]
+    original = analytics.admit
+
+    def admit() -> None:
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        try:
+            time.sleep(0.05)
+            original()
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    analytics.admit = admit  # type: ignore[method-assign]
+    with StandIn(dataset, management_key=KEY, analytics=analytics) as server:
+        engine = open_engine(f"sqlite:///{tmp_path / 'flight.db'}")
+        migrate.upgrade(engine)
+        settings = SyncConfig(analytics_series=tuple(ALL_SERIES), members=tuple(dataset.user_ids), analytics_concurrency=3, concurrency=8)
+        with OpenRouterClient(server.base_url, KEY, retry=RetryPolicy(max_attempts=1)) as client:
+            result = run_analytics(engine, client, settings, TODAY, refetch_days=None, run_id=None,
+                                   now=lambda: datetime.now(timezone.utc), stop=threading.Event())
+        engine.dispose()
+    assert result.ok, result.describe()
+    assert analytics.served == sum(s.requests for s in result.series) > 3
+    assert 2 <= most[0] <= 3  # they did overlap, and never more than 3 at once
 
 
 # -- a key that cannot use the Analytics API ---------------------------------------------------
