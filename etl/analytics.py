@@ -482,45 +482,72 @@ def run_analytics(
 ) -> AnalyticsResult:
     """Archive every configured series; ``refetch_days`` None refetches the whole reach (backfill).
 
-    Every series starts at once, each in its own thread (listing ``/keys`` first if it needs
-    the keys), at most ``settings.analytics_concurrency`` requests in flight between them, all paced by one
-    shared rate limiter. A series is written by this thread as soon as all its answers are
-    in, while the others are still fetching; until every series has had its first answer,
-    into one held transaction (``_Writes``).
-
-    Raises only Interrupted and WarehouseError (after committing the days already written).
+    ``AnalyticsRun`` started and written at once. Raises only Interrupted and WarehouseError
+    (after committing the days already written).
     """
-    started = time.monotonic()
-    progress = progress or _Silent()
-    result = AnalyticsResult()
-    limiter = RateLimiter(settings.analytics_requests_per_minute, rate_window, stop)
-    in_flight = threading.BoundedSemaphore(settings.analytics_concurrency)  # requests of all series together
-    names = list(dict.fromkeys(settings.analytics_series))
-    outcomes = {name: SeriesResult(name) for name in names}
-    result.series = list(outcomes.values())
-    keys = _Keys(client)
-    gate = _Gate(names)
-    halt = threading.Event()
-    writes = _Writes(engine)
-    writes.hold()
-    held: list[str] = []  # series loaded into the held transaction, reported when it commits
+    fetching = AnalyticsRun(engine, client, settings, today, refetch_days=refetch_days, stop=stop, rate_window=rate_window,
+                            progress=progress)
+    return fetching.write(run_id=run_id, now=now, on_series=on_series)
 
-    def report(name: str) -> None:
-        outcome = outcomes[name]
-        result.requests += outcome.requests
-        progress.loaded(name)
-        on_series(outcome)
-        log.info("%s", outcome.describe())
 
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="series") as pool:
-            futures = {
-                pool.submit(_run_series, engine, client, SERIES[name], settings, today, refetch_days, keys, stop, halt, gate, limiter,
-                            in_flight, outcomes[name], progress): name
-                for name in names
-            }
+class AnalyticsRun:
+    """The series of one run, fetching from the moment it is made; ``write`` archives them.
+
+    Every series starts at once, each in its own thread (listing ``/keys`` first if it needs
+    the keys), at most ``settings.analytics_concurrency`` requests in flight between them,
+    all paced by one shared rate limiter. The fetch threads only read the warehouse (what is
+    archived already), so a sync starts them before ``/activity`` and writes them after it
+    (``abandon`` when ``/activity`` failed). ``write`` writes each series in the calling
+    thread as soon as all its answers are in, while the others are still fetching; until
+    every series has had its first answer, into one held transaction (``_Writes``).
+    """
+
+    def __init__(
+        self, engine: Engine, client: OpenRouterClient, settings: SyncConfig, today: date, *, refetch_days: int | None,
+        stop: threading.Event, rate_window: float = 60.0, progress: AnalyticsProgress | None = None,
+    ) -> None:
+        self._engine, self._stop = engine, stop
+        self._started = time.monotonic()
+        self._progress = progress or _Silent()
+        limiter = RateLimiter(settings.analytics_requests_per_minute, rate_window, stop)
+        in_flight = threading.BoundedSemaphore(settings.analytics_concurrency)  # requests of all series together
+        names = list(dict.fromkeys(settings.analytics_series))
+        self._outcomes = {name: SeriesResult(name) for name in names}
+        self._keys = _Keys(client)
+        self._gate = _Gate(names)
+        self._halt = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="series")
+        self._futures = {
+            self._pool.submit(_run_series, engine, client, SERIES[name], settings, today, refetch_days, self._keys, stop, self._halt,
+                              self._gate, limiter, in_flight, self._outcomes[name], self._progress): name
+            for name in names
+        }
+
+    def abandon(self) -> None:
+        """Stop fetching (the requests in flight end first), writing nothing; idempotent."""
+        self._halt.set()  # the series still fetching stop at their next request
+        self._pool.shutdown(wait=True)
+
+    def write(self, *, run_id: int | None, now: Callable[[], datetime],
+              on_series: Callable[[SeriesResult], None] = lambda _: None) -> AnalyticsResult:
+        """Write every series as its answers come in; the result once all are written (or skipped)."""
+        outcomes, keys, gate, progress = self._outcomes, self._keys, self._gate, self._progress
+        result = AnalyticsResult()
+        result.series = list(outcomes.values())
+        writes = _Writes(self._engine)
+        writes.hold()
+        held: list[str] = []  # series loaded into the held transaction, reported when it commits
+
+        def report(name: str) -> None:
+            outcome = outcomes[name]
+            result.requests += outcome.requests
+            progress.loaded(name)
+            on_series(outcome)
+            log.info("%s", outcome.describe())
+
+        try:
             try:
-                fetching: set[Future[Any]] = set(futures)
+                fetching: set[Future[Any]] = set(self._futures)
                 while fetching or writes.holding:
                     watched = fetching | ({gate.opened} if writes.holding else set())
                     done, _ = wait(watched, return_when=FIRST_COMPLETED)
@@ -531,24 +558,24 @@ def run_analytics(
                             report(name)
                     for future in done & fetching:
                         fetching.discard(future)
-                        name = futures[future]
+                        name = self._futures[future]
                         jobs = future.result()  # a refusal raises here (its series' worker)
                         if name in ("key", "workspace") and not keys.stored and jobs is not None:
                             _store_keys(writes, keys, run_id, now, result)
-                        _load(writes, SERIES[name], jobs or [], run_id, now, stop, outcomes[name])
+                        _load(writes, SERIES[name], jobs or [], run_id, now, self._stop, outcomes[name])
                         if writes.holding:
                             held.append(name)
                         else:
                             report(name)
             finally:
-                halt.set()  # on any way out, the series still fetching stop at their next request
                 writes.release()  # a way out before the gate opened: nothing of the API is committed
-    except _Unavailable as exc:
-        result.series.clear()
-        result.skipped = str(exc)
-        log.warning("analytics: skipped: %s", exc)
-    result.seconds = time.monotonic() - started
-    return result
+                self.abandon()
+        except _Unavailable as exc:
+            result.series.clear()
+            result.skipped = str(exc)
+            log.warning("analytics: skipped: %s", exc)
+        result.seconds = time.monotonic() - self._started
+        return result
 
 
 def _unavailable(exc: ArchiveError) -> _Unavailable:

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl import warehouse
-from etl.analytics import AnalyticsProgress, AnalyticsResult
+from etl.analytics import AnalyticsProgress, AnalyticsResult, AnalyticsRun
 from etl.breakdowns import BreakdownResult, details_json, run_breakdowns
 from etl.client import OpenRouterClient
 from etl.config import SyncConfig
@@ -156,6 +156,9 @@ def run_sync(
         run_id = warehouse.start_run(engine, trigger, now())
     ctx = RunContext(engine, client, run_id, now, stop)
     report = SyncReport(run_id, trigger, [d.isoformat() for d in days])
+    # The Analytics API is fetched from now on, beside /activity (its threads only read the
+    # warehouse); it is written after /activity, or abandoned if /activity failed.
+    analytics = _start_analytics(ctx, settings, trigger, days, today, analytics_progress) if settings and settings.analytics_series else None
     try:
         try:
             _Account(ctx, report, on_day, completed_window(today)).fetch(days)
@@ -175,8 +178,8 @@ def run_sync(
                 report.error = f"breakdowns: {exc}"
                 report.interrupted = isinstance(exc, Interrupted)
             report.interrupted = report.interrupted or stop.is_set()
-        if settings is not None and settings.analytics_series and report.error is None:
-            _archive_analytics(ctx, settings, report, days, today, analytics_progress)
+        if analytics is not None and report.error is None:
+            _archive_analytics(ctx, analytics, report)
     except BaseException as exc:
         # Ctrl-C (KeyboardInterrupt) or a bug: record how the run ended, then let it go on.
         # Days already committed stay; the day being written rolled back.
@@ -184,24 +187,26 @@ def run_sync(
         report.error = "interrupted (Ctrl-C)" if report.interrupted else f"unexpected {type(exc).__name__}: {exc}"
         _finish(ctx, report, started)
         raise
+    finally:
+        if analytics is not None:
+            analytics.abandon()  # /activity failed, or the run ended otherwise: nothing more is fetched
     _finish(ctx, report, started)
     return report
 
 
-def _archive_analytics(
-    ctx: RunContext, settings: SyncConfig, report: SyncReport, days: list[date], today: date, progress: AnalyticsProgress | None = None,
-) -> None:
-    """The Analytics API's series (etl/analytics.py); a backfill of the whole window refetches their whole reach."""
-    from etl.analytics import run_analytics
+def _start_analytics(
+    ctx: RunContext, settings: SyncConfig, trigger: str, days: list[date], today: date, progress: AnalyticsProgress | None,
+) -> AnalyticsRun:
+    """The Analytics API's series (etl/analytics.py), fetching; a backfill of the whole window refetches their whole reach."""
+    whole = trigger in ("backfill", "demo") and len(days) >= len(days_between(*completed_window(today)))
+    refetch = None if whole else (len(days) if trigger in ("backfill", "demo") else settings.refetch_days)
+    return AnalyticsRun(ctx.engine, ctx.client, settings, today, refetch_days=refetch, stop=ctx.stop, progress=progress)
 
-    whole = report.trigger in ("backfill", "demo") and len(days) >= len(days_between(*completed_window(today)))
-    refetch = None if whole else (len(days) if report.trigger in ("backfill", "demo") else settings.refetch_days)
+
+def _archive_analytics(ctx: RunContext, analytics: AnalyticsRun, report: SyncReport) -> None:
     try:
         with _writing(ctx.engine):
-            report.analytics = run_analytics(
-                ctx.engine, ctx.client, settings, today, refetch_days=refetch, run_id=ctx.run_id, now=ctx.now, stop=ctx.stop,
-                progress=progress,
-            )
+            report.analytics = analytics.write(run_id=ctx.run_id, now=ctx.now)
     except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
         report.error = f"analytics: {exc}"
         report.interrupted = isinstance(exc, Interrupted)

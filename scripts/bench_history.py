@@ -23,8 +23,9 @@ The baseline is run A's median: process start, configuration, /activity and its 
 written. What the minimum leaves out, so that it is one: the time to validate and write the
 rows (printed: rows stored and the sync's CPU time beyond the baseline's), the stand-in's
 time to serve its answers (printed; it computes and encodes them before the timings start,
-but sends them from this process, on the same cores); and an archiver could in principle
-overlap /activity with the analytics requests (this one runs them after). A second line
+but sends them from this process, on the same cores). It also counts /activity before the
+analytics requests; this archiver sends them side by side, so a stricter minimum, with the
+two overlapped, is printed too (the baseline's /activity round trip taken off). A second line
 puts the measured work back in: baseline + max(network, the sync's CPU beyond the
 baseline's), what C would take if nothing waited that could overlap.
 

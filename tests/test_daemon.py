@@ -98,7 +98,7 @@ def test_catch_up_after_downtime(api, start_daemon, warehouse_url, run, cli_env)
 
 
 def test_failed_run_is_retried_and_then_succeeds(api, start_daemon, warehouse_url, caplog):
-    api.inject(Fault("503"), Fault("503"))  # both attempts of the first run
+    api.inject(Fault("503", path="/activity"), Fault("503", path="/activity"))  # both attempts of the first run's /activity
     with caplog.at_level("INFO", logger="etl.daemon"):
         _daemon, reports = start_daemon()
         wait_for(lambda: any(r.ok for r in reports))

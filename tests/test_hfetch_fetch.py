@@ -337,6 +337,36 @@ def test_requests_in_flight_never_exceed_analytics_concurrency_across_series(tmp
     assert 2 <= most[0] <= 3  # they did overlap, and never more than 3 at once
 
 
+def test_the_analytics_api_is_fetched_while_activity_is_still_answering(dataset, warehouse_url, tmp_path, monkeypatch, run):
+    # The series start with the run, beside /activity (they only read the warehouse), and are
+    # written after it: a slow /activity no longer delays them. Its answer takes 1.5 s here.
+    with StandIn(dataset, management_key=KEY) as server:
+        configure(monkeypatch, tmp_path, server, warehouse_url, series_config(dataset, ["account", "provider"]))
+        server.inject(Fault("slow", delay=1.5, path="/activity"))
+        result = run("sync")
+        assert result.exit_code == 0, result.output
+        activity = next(r.at for r in server.requests if r.path.endswith("/activity"))
+        queries = [r.at for r in server.requests if r.path.endswith("/analytics/query")]
+    assert len(queries) == 2 and max(queries) < activity + 1.0  # both asked while /activity was held
+    assert query(warehouse_url, "SELECT count(*) FROM archived_days") == [(30,)]
+    assert query(warehouse_url, "SELECT count(DISTINCT series) FROM archived_analytics_days") == [(2,)]
+
+
+def test_a_failed_activity_request_writes_nothing_of_the_analytics_api(dataset, warehouse_url, tmp_path, monkeypatch, run):
+    # The series fetched beside /activity are abandoned when /activity fails: the run failed,
+    # and the next one fetches both again.
+    with StandIn(dataset, management_key=KEY) as server:
+        configure(monkeypatch, tmp_path, server, warehouse_url, series_config(dataset, ["account", "provider", "key"]))
+        server.inject(*[Fault("500", path="/activity") for _ in range(5)])  # every attempt (max_attempts = 5)
+        result = run("sync")
+    assert result.exit_code != 0
+    assert "analytics" not in result.stdout
+    assert query(warehouse_url, "SELECT count(*) FROM archived_days") == [(0,)]
+    assert query(warehouse_url, "SELECT count(*) FROM archived_analytics_days") == [(0,)]
+    assert query(warehouse_url, "SELECT count(*) FROM analytics_daily") == [(0,)]
+    assert query(warehouse_url, "SELECT count(*) FROM analytics_provider_daily") == [(0,)]
+
+
 # -- a key that cannot use the Analytics API ---------------------------------------------------
 
 
