@@ -281,3 +281,16 @@ def test_real_process_sync_and_module_entry_point(cli_env):
     assert "30 of 30 day(s) archived" in done.stdout
     version = subprocess.run([sys.executable, "-m", "etl", "--version"], capture_output=True, text=True, timeout=30)
     assert version.stdout.startswith("openrouter-archive, version ")
+
+
+def test_a_sync_collects_cycles_less_often_and_puts_the_collector_back_after():
+    import gc
+
+    from etl.cli import SYNC_GC_THRESHOLD, _collector_skips_what_exists
+
+    before = gc.get_threshold()
+    with _collector_skips_what_exists():
+        assert gc.get_threshold()[0] >= SYNC_GC_THRESHOLD and gc.get_threshold()[1:] == before[1:]
+        assert gc.get_freeze_count() > 0  # what existed is left out of the scans
+        assert gc.isenabled()  # still collected, only less often
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
