@@ -213,6 +213,15 @@ MUTANTS: tuple[Mutant, ...] = (
       "the analytics series go out at 65 requests a minute, over the API's 64"),
     m("limiter", "etl/analytics.py", "if len(self._ends) < self._limit:", "if len(self._ends) <= self._limit:", "one request more than the limit in a minute"),
     m("limiter", "etl/analytics.py", "rate_window: float = 60.0,", "rate_window: float = 59.0,", "64 requests in 59 seconds"),
+    # -- analytics writes: held until every series has answered, abandoned with /activity, one bound on requests in flight
+    m("analytics writes", "etl/analytics.py", "        writes = _Writes(self._engine)\n        writes.hold()\n",
+      "        writes = _Writes(self._engine)\n", "series answered early are committed before a refusal can still come"),
+    m("analytics writes", "etl/analytics.py", "            held.close()  # closing a connection in a transaction rolls it back",
+      "            held.commit()\n            held.close()", "a refusal commits the series already written instead of rolling them back"),
+    m("analytics writes", "etl/analytics.py", "                             gate.refuse, in_flight)", "                             gate.refuse, None)",
+      "each series has analytics_concurrency requests in flight of its own"),
+    m("analytics writes", S, "        if analytics is not None and report.error is None:", "        if analytics is not None:",
+      "the analytics fetched beside a failed /activity are written anyway"),
     # -- analytics answers: the compiled fast path and the row by row checks behind it
     m("analytics", VA, "COUNT: cs.int_schema(strict=True, ge=0, le=MAX_COUNT)", "COUNT: cs.int_schema(ge=0, le=MAX_COUNT)",
       "a count sent as a string or 12.5 is accepted by the fast path, unchecked"),
@@ -264,6 +273,7 @@ TESTS: dict[str, list[str]] = {
     "rawstore": ["tests/test_mutants_rawstore.py", "tests/test_hspeed_raw.py", "tests/test_storage_raw.py", "tests/test_warehouse.py"],
     "limiter": ["tests/test_mutants_limiter.py", "tests/test_hfetch_fetch.py", "tests/test_analytics_sync.py"],
     "analytics": ["tests/test_analytics_validate.py", "tests/test_analytics_sync.py", "tests/test_hfetch_fetch.py"],
+    "analytics writes": ["tests/test_hfetch_fetch.py", "tests/test_analytics_sync.py"],
     "exit codes": ["tests/test_oracle_exit.py", _E2E, "tests/test_report.py", "tests/test_daemon.py", "tests/test_breakdowns.py"],
 }
 # Slow and beside the point of any mutant here (charts, a 3 s stall, load, big SIGTERM runs).
@@ -279,7 +289,8 @@ MODULES = list(TESTS)
 # Where --auto draws its sample of operator mutants from, per module.
 FILES = {"validate": [V], "warehouse": [W], "sync": [S], "query": [Q], "status": [ST], "client": [C], "db": [D],
          "exit codes": ["etl/errors.py", "etl/lock.py"], "summaries": ["etl/summaries.py"], "rawstore": ["etl/rawstore.py"],
-         "limiter": ["etl/analytics.py"], "analytics": ["etl/validate_analytics.py"]}
+         "limiter": ["etl/analytics.py"], "analytics": ["etl/validate_analytics.py"],
+         "analytics writes": ["etl/analytics.py"]}
 
 _SWAPS: dict[type, type] = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
                             ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
