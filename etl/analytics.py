@@ -216,6 +216,7 @@ class RateLimiter:
         self._stop, self._clock = stop, clock
         self._ends: dict[int, float] = {}  # per slot: when its answer came in (math.inf while in flight)
         self._next = 0
+        self._closed = threading.Event()
         self._changed = threading.Condition()
         self.waited = 0.0
         self.most = 0  # the most slots counted at once: never above ``limit``
@@ -231,9 +232,15 @@ class RateLimiter:
                 self._ends[ticket] = self._clock()
                 self._changed.notify_all()
 
+    def close(self) -> None:
+        """No slot is given any more: a request waiting for one, or asking later, is Interrupted."""
+        self._closed.set()
+
     def _acquire(self) -> int:
         with self._changed:
             while True:
+                if self._closed.is_set():
+                    raise Interrupted("not sent: the run ended early")
                 now = self._clock()
                 for ticket in [t for t, end in self._ends.items() if end <= now - self._window]:
                     del self._ends[ticket]
@@ -516,6 +523,7 @@ class AnalyticsRun:
         self._keys = _Keys(client)
         self._gate = _Gate(names)
         self._halt = threading.Event()
+        self._limiter = limiter
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="series")
         self._futures = {
             self._pool.submit(_run_series, engine, client, SERIES[name], settings, today, refetch_days, self._keys, stop, self._halt,
@@ -526,6 +534,7 @@ class AnalyticsRun:
     def abandon(self) -> None:
         """Stop fetching (the requests in flight end first), writing nothing; idempotent."""
         self._halt.set()  # the series still fetching stop at their next request
+        self._limiter.close()  # and those waiting for a slot of the rate limit stop waiting
         self._pool.shutdown(wait=True)
 
     def write(self, *, run_id: int | None, now: Callable[[], datetime],
@@ -685,6 +694,9 @@ def _fetch_series(
         refused = False  # this request's
         try:
             with in_flight:
+                if halt.is_set():  # the run ended while this request waited for its turn
+                    job.error = "not fetched: the run ended early"
+                    return [job]
                 job.fetched = client.analytics_query(query_body(series, job.first, job.last, limit, subject), around_attempt=pace,
                                                      decode=decode)
         except (PermissionDeniedError, NotFoundError) as exc:

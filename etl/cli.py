@@ -278,7 +278,8 @@ def _collector_skips_what_exists() -> Iterator[None]:
     collectable again and the thresholds are as before, so nothing is kept."""
     thresholds = gc.get_threshold()
     gc.freeze()
-    gc.set_threshold(max(thresholds[0], SYNC_GC_THRESHOLD), *thresholds[1:])
+    if thresholds[0]:  # 0: the collector is switched off, and stays so
+        gc.set_threshold(max(thresholds[0], SYNC_GC_THRESHOLD), *thresholds[1:])
     try:
         yield
     finally:

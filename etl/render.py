@@ -99,9 +99,10 @@ class DayPrinter:
             self._progress.stop()
 
     def __call__(self, outcome: DayOutcome) -> None:
-        if self._progress is not None:
-            if self._task is not None:
-                self._progress.advance(self._task)
+        # By the bar only when it counts the days: the analytics series, fetched from the start
+        # of the run, may have a bar of their own (on stderr) while the days print as lines.
+        if self._task is not None:
+            self._progress.advance(self._task)
             if outcome.status != "archived":
                 self._progress.console.print(describe_day(outcome))
         elif not self.quiet or outcome.status not in ("archived", "not_served"):  # -q: only what went wrong

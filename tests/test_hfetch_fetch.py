@@ -367,6 +367,21 @@ def test_a_failed_activity_request_writes_nothing_of_the_analytics_api(dataset, 
     assert query(warehouse_url, "SELECT count(*) FROM analytics_provider_daily") == [(0,)]
 
 
+def test_an_abandoned_run_sends_no_more_analytics_requests(dataset, warehouse_url, tmp_path, monkeypatch, run):
+    # One analytics request a minute: the second series waits for the rate limiter when
+    # /activity fails. Abandoned, it must stop waiting and never be sent (before, the run
+    # sat out the minute, then sent it, and threw the answer away).
+    with StandIn(dataset, management_key=KEY) as server:
+        configure(monkeypatch, tmp_path, server, warehouse_url,
+                  series_config(dataset, ["account", "provider"], "analytics_requests_per_minute = 1\n"))
+        server.inject(*[Fault("500", path="/activity") for _ in range(5)])  # every attempt (max_attempts = 5)
+        result = run("sync")
+        sent = [r for r in server.requests if r.path.endswith("/analytics/query")]
+    assert result.exit_code != 0
+    assert len(sent) == 1
+    assert query(warehouse_url, "SELECT count(*) FROM archived_analytics_days") == [(0,)]
+
+
 # -- a key that cannot use the Analytics API ---------------------------------------------------
 
 

@@ -101,3 +101,6 @@ def test_a_bar_on_a_terminal_shows_the_series_and_days(server, tmp_path):
     # stdout (piped) keeps the plain lines, with no terminal codes.
     assert "analytics key: 2 subject(s), 730 day(s) archived" in out
     assert not ESCAPE.search(out)
+    # ... and a line per /activity day, although the series (fetched from the start of the
+    # run) have had their bar on stderr since before the first day was written.
+    assert len(re.findall(r"^\d{4}-\d\d-\d\d  archived ", out, re.M)) == 30, out

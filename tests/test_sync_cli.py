@@ -294,3 +294,17 @@ def test_a_sync_collects_cycles_less_often_and_puts_the_collector_back_after():
         assert gc.get_freeze_count() > 0  # what existed is left out of the scans
         assert gc.isenabled()  # still collected, only less often
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_a_collector_switched_off_by_threshold_stays_off_during_a_sync():
+    import gc
+
+    from etl.cli import _collector_skips_what_exists
+
+    before = gc.get_threshold()
+    gc.set_threshold(0)
+    try:
+        with _collector_skips_what_exists():
+            assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)
