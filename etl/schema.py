@@ -27,6 +27,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -306,17 +307,19 @@ PROVIDER_METRICS = PROVIDER_AMOUNTS + PROVIDER_COUNTS + PROVIDER_MEASURES
 analytics_daily = Table(
     "analytics_daily",
     metadata,
-    Column("series", String(20), primary_key=True),
-    Column("subject", String(200), primary_key=True),
-    Column("date", String(10), primary_key=True),
-    Column("model", String(200), primary_key=True),  # the permaslug
-    Column("variant", String(100), primary_key=True),
+    Column("series", String(20), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("date", String(10), nullable=False),
+    Column("model", String(200), nullable=False),  # the permaslug
+    Column("variant", String(100), nullable=False),
     *(Column(name, Float) for name in ANALYTICS_AMOUNTS),
     *(Column(name, BigInteger, nullable=False) for name in ANALYTICS_COUNTS),
     Column("first_archived_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    Index(None, "series", "date"),
+    # The day second (migration 0010): a series' days are what most questions range over.
+    PrimaryKeyConstraint("series", "date", "subject", "model", "variant"),
     Index(None, "model", "date"),
+    sqlite_with_rowid=False,  # the key is the table: no second copy of it beside a rowid table
 )
 
 analytics_provider_daily = Table(

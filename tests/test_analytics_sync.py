@@ -317,3 +317,49 @@ def test_a_reach_shorter_than_365_days_is_followed(dataset, warehouse_url, tmp_p
     days = marks(warehouse_url, "account")
     assert len(days) == 363 and days[0] == (TODAY - timedelta(days=363)).isoformat()
     assert "analytics account: 363 day(s) archived in 3 request(s)" in result.stdout
+
+
+@pytest.mark.both_backends
+def test_migration_0010_rekeys_analytics_daily_keeping_every_row(env, run, warehouse_url, dataset):
+    # Rows held at 0009 are the same rows, values and all, at 0010 and back at 0009; at
+    # 0010 the key is (series, date, subject, model, variant), the (series, date) index is
+    # gone, and on SQLite the table has no rowid. A sync on the rekeyed table adds nothing.
+    from sqlalchemy import inspect
+
+    members = json.dumps(list(dataset.user_ids))
+    env(f'analytics_series = ["account", "key", "member", "app"]\nmembers = {members}\n')
+    assert run("sync").exit_code == 0
+    engine = open_engine(warehouse_url)
+    migrate.downgrade(engine, "0009")
+    engine.dispose()
+    everything = "SELECT * FROM analytics_daily ORDER BY series, subject, date, model, variant"
+    held = query(warehouse_url, everything)
+    assert len(held) > 1000 and len({r[0] for r in held}) == 4
+
+    def layout() -> tuple[list[str], set[str], bool]:
+        engine = open_engine(warehouse_url)
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            key = inspector.get_pk_constraint("analytics_daily")["constrained_columns"]
+            indexes = {i["name"] for i in inspector.get_indexes("analytics_daily")}
+            rowid = conn.dialect.name != "sqlite" or "WITHOUT ROWID" not in conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'analytics_daily'").scalar_one()
+        engine.dispose()
+        return key, indexes, rowid
+
+    assert layout() == (["series", "subject", "date", "model", "variant"],
+                        {"ix_analytics_daily_series_date", "ix_analytics_daily_model_date"}, True)
+    engine = open_engine(warehouse_url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    sqlite = warehouse_url.startswith("sqlite")
+    assert layout() == (["series", "date", "subject", "model", "variant"], {"ix_analytics_daily_model_date"}, not sqlite)
+    assert query(warehouse_url, everything) == held
+    assert run("sync").exit_code == 0  # refetches the newest days: upserts on the new key
+    assert len(query(warehouse_url, everything)) == len(held)
+    engine = open_engine(warehouse_url)
+    migrate.downgrade(engine, "0009")
+    engine.dispose()
+    assert layout() == (["series", "subject", "date", "model", "variant"],
+                        {"ix_analytics_daily_series_date", "ix_analytics_daily_model_date"}, True)
+    assert len(query(warehouse_url, everything)) == len(held)
