@@ -415,11 +415,8 @@ class _Writes:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.holding = False
+        self.holding = True  # from the start: the gate opens later, if ever
         self._held: Connection | None = None
-
-    def hold(self) -> None:
-        self.holding = True
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -516,14 +513,13 @@ class AnalyticsRun:
         self._engine, self._stop = engine, stop
         self._started = time.monotonic()
         self._progress = progress or _Silent()
-        limiter = RateLimiter(settings.analytics_requests_per_minute, rate_window, stop)
+        self._limiter = limiter = RateLimiter(settings.analytics_requests_per_minute, rate_window, stop)
         in_flight = threading.BoundedSemaphore(settings.analytics_concurrency)  # requests of all series together
         names = list(dict.fromkeys(settings.analytics_series))
         self._outcomes = {name: SeriesResult(name) for name in names}
         self._keys = _Keys(client)
         self._gate = _Gate(names)
         self._halt = threading.Event()
-        self._limiter = limiter
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="series")
         self._futures = {
             self._pool.submit(_run_series, engine, client, SERIES[name], settings, today, refetch_days, self._keys, stop, self._halt,
@@ -544,7 +540,6 @@ class AnalyticsRun:
         result = AnalyticsResult()
         result.series = list(outcomes.values())
         writes = _Writes(self._engine)
-        writes.hold()
         held: list[str] = []  # series loaded into the held transaction, reported when it commits
 
         def report(name: str) -> None:

@@ -6,7 +6,7 @@ warehouse) against the stand-in with 20 API keys, 10 apps and 5 members, every r
 delayed by 100 ms, run by run in rounds (A B C, A B C, ...): A with the Analytics API off
 (``/activity`` only: the baseline), B with the default series (account, provider), C with
 the key, app and member series on too. Medians of the rounds; CPU time (user + system of
-the sync process) beside wall time.
+the sync process) beside wall time, and the size of the warehouse each run leaves.
 
 The theoretical minimum of run C, given the API's limits (printed with its figures):
 
@@ -68,6 +68,7 @@ class Run:
     rows: int
     splits: int
     standin: float  # CPU seconds of this process meanwhile: the stand-in serving the sync
+    size: int  # bytes of the warehouse the sync left, its WAL checkpointed into it
 
 
 def sync(api: StandIn, key: str, folder: Path, name: str, config: str, analytics: bool, code: str | None = None) -> Run:
@@ -97,13 +98,15 @@ def sync(api: StandIn, key: str, folder: Path, name: str, config: str, analytics
         sys.exit(f"sync failed:\n{done.stdout}\n{done.stderr}")
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT (SELECT count(*) FROM analytics_daily) + (SELECT count(*) FROM analytics_provider_daily)").fetchone()[0]
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = db.stat().st_size
     splits = sum(int(n) for n in re.findall(r"\((\d+) truncated answer\(s\) split\)", done.stdout))
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     requests = Counter(r.path.split("/api/v1/", 1)[-1] for r in api.requests)
     if api.analytics.rate_limited != limited:
         sys.exit(f"run {name} was answered 429 {api.analytics.rate_limited - limited} time(s): the archiver exceeded the rate limit")
     standin = (mine.ru_utime - ours.ru_utime) + (mine.ru_stime - ours.ru_stime)
-    return Run(wall, cpu, requests, rows, splits, standin)
+    return Run(wall, cpu, requests, rows, splits, standin, size)
 
 
 def rows(analytics: Analytics, dims: tuple[str, ...], days: int, **match: str) -> int:
@@ -166,7 +169,8 @@ def main() -> None:
         wall, cpu = median([r.wall for r in runs]), median([r.cpu for r in runs])
         requests = runs[-1].requests
         detail = ", ".join(f"{n} {path}" for path, n in sorted(requests.items()))
-        print(f"  {kind} {label:<36} {sum(requests.values()):>3} requests ({detail}), {wall:.2f}s wall, {cpu:.2f}s CPU")
+        print(f"  {kind} {label:<36} {sum(requests.values()):>3} requests ({detail}), {wall:.2f}s wall, {cpu:.2f}s CPU, "
+              f"warehouse {runs[-1].size / 1e6:.1f} MB")
     # The minimum of run C.
     need = {
         "account": max(1, math.ceil(rows(analytics, ("model", "variant"), 365) / LIMIT)),

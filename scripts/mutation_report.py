@@ -214,8 +214,8 @@ MUTANTS: tuple[Mutant, ...] = (
     m("limiter", "etl/analytics.py", "if len(self._ends) < self._limit:", "if len(self._ends) <= self._limit:", "one request more than the limit in a minute"),
     m("limiter", "etl/analytics.py", "rate_window: float = 60.0,", "rate_window: float = 59.0,", "64 requests in 59 seconds"),
     # -- analytics writes: held until every series has answered, abandoned with /activity, one bound on requests in flight
-    m("analytics writes", "etl/analytics.py", "        writes = _Writes(self._engine)\n        writes.hold()\n",
-      "        writes = _Writes(self._engine)\n", "series answered early are committed before a refusal can still come"),
+    m("analytics writes", "etl/analytics.py", "        self.holding = True  # from the start", "        self.holding = False  # from the start",
+      "series answered early are committed before a refusal can still come"),
     m("analytics writes", "etl/analytics.py", "            held.close()  # closing a connection in a transaction rolls it back",
       "            held.commit()\n            held.close()", "a refusal commits the series already written instead of rolling them back"),
     m("analytics writes", "etl/analytics.py", "                             gate.refuse, in_flight)", "                             gate.refuse, None)",
