@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import os
+import select
+import socket
 import ssl
 import subprocess
 import sys
@@ -662,6 +664,45 @@ def test_latency_and_concurrency() -> None:
     assert results == [200] * 6
     # Answered side by side: one after another would take 6 s; the bound leaves room for a busy machine.
     assert 1.0 <= elapsed < 5.0
+
+
+def _listen_overflows() -> int | None:
+    """Linux's count of connections dropped because a listen queue was full (None elsewhere)."""
+    try:
+        lines = open("/proc/net/netstat").read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split()))["ListenOverflows"])
+    return None
+
+
+def test_a_burst_of_connections_is_never_dropped_from_the_listen_queue() -> None:
+    # A first sync opens ten or more connections at once (its series beside /activity).
+    # With socketserver's backlog of 5 the kernel dropped the SYNs beyond it, and each such
+    # request waited for the retransmission a second later: a stall no real server causes.
+    if _listen_overflows() is None:
+        pytest.skip("needs Linux's /proc/net/netstat to see dropped connections")
+    with StandIn(today=lambda: TODAY) as server:
+        host, port = httpx.URL(server.base_url).host, httpx.URL(server.base_url).port
+        before = _listen_overflows()
+        sockets = []
+        try:
+            for _ in range(40):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex((host, port))
+                sockets.append(sock)
+            pending, deadline = set(sockets), time.monotonic() + 10
+            while pending and time.monotonic() < deadline:
+                pending -= set(select.select([], list(pending), [], 0.1)[1])
+            after = _listen_overflows()
+        finally:
+            for sock in sockets:
+                sock.close()
+    assert not pending
+    assert after == before
 
 
 def test_stop_is_prompt_even_with_a_request_in_flight() -> None:

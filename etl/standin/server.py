@@ -251,6 +251,10 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog is 5: a sync opening ten connections at once (its
+    # series fetch beside /activity) had SYNs dropped and retried a second later, a stall
+    # no real server's listen queue causes.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], standin: StandIn) -> None:
         self.standin = standin
