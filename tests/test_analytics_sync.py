@@ -350,11 +350,14 @@ def test_migration_0010_rekeys_analytics_daily_keeping_every_row(env, run, wareh
     assert layout() == (["series", "subject", "date", "model", "variant"],
                         {"ix_analytics_daily_series_date", "ix_analytics_daily_model_date"}, True)
     engine = open_engine(warehouse_url)
-    migrate.upgrade(engine)
+    migrate.upgrade(engine, "0010")
     engine.dispose()
     sqlite = warehouse_url.startswith("sqlite")
     assert layout() == (["series", "date", "subject", "model", "variant"], {"ix_analytics_daily_model_date"}, not sqlite)
     assert query(warehouse_url, everything) == held
+    engine = open_engine(warehouse_url)
+    migrate.upgrade(engine)  # and on to the head (0011 drops the model index)
+    engine.dispose()
     assert run("sync").exit_code == 0  # refetches the newest days: upserts on the new key
     assert len(query(warehouse_url, everything)) == len(held)
     engine = open_engine(warehouse_url)
@@ -363,3 +366,46 @@ def test_migration_0010_rekeys_analytics_daily_keeping_every_row(env, run, wareh
     assert layout() == (["series", "subject", "date", "model", "variant"],
                         {"ix_analytics_daily_series_date", "ix_analytics_daily_model_date"}, True)
     assert len(query(warehouse_url, everything)) == len(held)
+
+
+@pytest.mark.both_backends
+def test_migration_0011_drops_the_model_index_and_nothing_else(env, run, warehouse_url, dataset):
+    # At 0011 analytics_daily has no index but its key; its rows, and a report across a
+    # year of them, are those of 0010; a downgrade brings the index back.
+    from sqlalchemy import inspect
+
+    members = json.dumps(list(dataset.user_ids))
+    env(f'analytics_series = ["account", "key", "member", "app"]\nmembers = {members}\n')
+    assert run("sync").exit_code == 0
+
+    def indexes() -> set[str]:
+        engine = open_engine(warehouse_url)
+        with engine.connect() as conn:
+            found = {i["name"] for i in inspect(conn).get_indexes("analytics_daily")}
+        engine.dispose()
+        return found
+
+    def migrate_to(revision: str) -> None:
+        engine = open_engine(warehouse_url)
+        if revision == "head":
+            migrate.upgrade(engine)
+        else:
+            migrate.downgrade(engine, revision)
+        engine.dispose()
+
+    everything = "SELECT * FROM analytics_daily ORDER BY series, date, subject, model, variant"
+    held = query(warehouse_url, everything)
+    assert len(held) > 1000
+    assert indexes() == set()
+    since = (utc_today() - timedelta(days=300)).isoformat()
+    report = ("report", "--since", since, "-g", "month", "-g", "model", "-f", "json")
+    at_head = run(*report)
+    assert at_head.exit_code == 0, at_head.output
+    assert len(json.loads(at_head.stdout)) > 10  # a report with rows, not an empty one
+    migrate_to("0010")
+    assert indexes() == {"ix_analytics_daily_model_date"}
+    assert query(warehouse_url, everything) == held
+    assert run(*report).stdout == at_head.stdout
+    migrate_to("head")
+    assert indexes() == set()
+    assert query(warehouse_url, everything) == held
