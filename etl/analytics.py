@@ -45,6 +45,8 @@ from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Engine, Table, select
@@ -919,12 +921,12 @@ def save_series_days(conn: Connection, series: Series, days: list[_Day], *, run_
         else:
             inserted, unchanged = rows, 0  # nothing held for the day (a first sync): every row is new
         if inserted:
-            # The day's stamp binds once for all its rows (Positional.bind_many), as the
-            # /activity load binds its own (warehouse.save_rows).
-            stamp = {"date": item.day, "first_archived_at": item.now, "updated_at": item.now}
+            # The day's stamp binds once for all its rows (_bound), as the /activity load
+            # binds its own (warehouse.save_rows); each row holds its day already.
+            stamp = {"first_archived_at": item.now, "updated_at": item.now}
             columns = tuple(c.name for c in table.columns if c.name in inserted[0] or c.name in stamp)
             stmt = warehouse.upsert_statement(conn.dialect, table, pk, update, columns)
-            fresh.setdefault(stmt, []).extend(stmt.bind_many(inserted, stamp))
+            fresh.setdefault(stmt, []).extend(_bound(stmt, inserted, stamp))
         marked = {"series": series.name, "date": item.day, "first_archived_at": item.now, "last_fetched_at": item.now, "run_id": run_id}
         marks += mark.bind_many([{"subject": s, "row_count": len(r), "raw_response_id": i} for s, r, i in item.answers], marked)
         out.append(warehouse.DayWrite(item.day, len(rows), len(inserted), 0, unchanged, 0))
@@ -954,27 +956,58 @@ def _mark_statement(conn: Connection) -> Any:
 
 
 def _rows(series: Series, subject: str, parsed: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Rows ready for the table, and the labels seen (subject -> label)."""
+    """Rows ready for the table, and the labels seen (subject -> label).
+
+    The parsed answer's own dicts, used by nothing else, completed in place: the key columns
+    the series' dimensions do not give (``_filled``), one ``dict.update`` a row; a year of
+    series is tens of thousands of rows, and this runs on the writing thread.
+    """
     labels: dict[str, str] = {}
     if series.table is analytics_provider_daily:
         return parsed, labels
-    out = []
-    seen: set[tuple[str, str]] = set()
-    for row in parsed:  # the parsed answer's own dicts, used by nothing else: completed in place
-        label = row.pop(LABEL, None)
-        if label:
-            labels[subject] = label
-        row.setdefault("variant", "")
-        row["series"] = series.name
-        row.setdefault("subject", subject)
-        if (row["subject"], row["model"]) in seen and series.per_subject:
+    fill = _filled(series, subject)
+    for row in parsed:
+        row.update(fill)
+    if series.per_subject:
+        for row in parsed:
+            label = row.pop(LABEL, None)
+            if label:
+                labels[subject] = label
+        models = [row["model"] for row in parsed]
+        if len(set(models)) < len(models):
             # Two labels for one filtered id on one day: the split between them is unknowable.
-            raise ValueError(f"model {row['model']!r} is listed under two labels")
-        seen.add((row["subject"], row["model"]))
-        out.append(row)
+            twice = next(model for model in models if models.count(model) > 1)
+            raise ValueError(f"model {twice!r} is listed under two labels")
     if series.name == "app":
-        labels.update({r["subject"]: r["subject"] for r in out if r["subject"]})
-    return out, labels
+        labels.update({r["subject"]: r["subject"] for r in parsed if r["subject"]})
+    return parsed, labels
+
+
+def _filled(series: Series, subject: str) -> dict[str, str]:
+    """What each row of ``series`` gets besides its answer's columns: its series, and the
+    subject and variant where no dimension gives them (a per-subject series' subject is the
+    id it was filtered by; ``''`` is the variant of a series without that dimension)."""
+    given = set(series.dimensions.values())
+    fill = {"series": series.name}
+    if "subject" not in given:
+        fill["subject"] = subject
+    if "variant" not in given:
+        fill["variant"] = ""
+    return fill
+
+
+def _bound(stmt: Positional, rows: list[dict[str, Any]], stamp: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """``stmt.bind_many(rows, stamp)`` for rows of a checked answer, a tuple a row in one call.
+
+    Their values are what the driver binds as they are (validate_analytics: amounts floats
+    or None, counts ints, dimensions strings), so only the stamp's values go through their
+    columns' bind processors, once; the stamp's columns must be the statement's last.
+    """
+    n = len(stmt.names) - len(stamp)
+    if n < 2 or tuple(stmt.names[n:]) != tuple(stamp):  # (one name: itemgetter would give no tuple)
+        return stmt.bind_many(rows, stamp)
+    tail = tuple(stamp[name] if process is None else process(stamp[name]) for name, process in zip(stmt.names[n:], stmt.processors[n:]))
+    return list(map(tuple.__add__, map(itemgetter(*stmt.names[:n]), rows), repeat(tail)))
 
 
 def save_series_day(

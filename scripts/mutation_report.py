@@ -222,6 +222,15 @@ MUTANTS: tuple[Mutant, ...] = (
       "each series has analytics_concurrency requests in flight of its own"),
     m("analytics writes", S, "        if analytics is not None and report.error is None:", "        if analytics is not None:",
       "the analytics fetched beside a failed /activity are written anyway"),
+    # -- analytics rows: completed in place and bound by position on the writing thread
+    m("analytics rows", "etl/analytics.py", '    if "subject" not in given:', "    if True:",
+      "an app's title is overwritten by the series' subject '*'"),
+    m("analytics rows", "etl/analytics.py", "            label = row.pop(LABEL, None)", "            label = row.get(LABEL)",
+      "the label dimension stays in the rows (and the writer's SQL names only table columns)"),
+    m("analytics rows", "etl/analytics.py", "        if len(set(models)) < len(models):", "        if False:",
+      "one model under two labels of a key is stored twice, the split between them guessed"),
+    m("analytics rows", "etl/analytics.py", "    tail = tuple(stamp[name] if process is None else process(stamp[name])",
+      "    tail = tuple(stamp[name] if True else process(stamp[name])", "the stamp is bound without its column's processor"),
     # -- analytics answers: the compiled fast path and the row by row checks behind it
     m("analytics", VA, "COUNT: cs.int_schema(strict=True, ge=0, le=MAX_COUNT)", "COUNT: cs.int_schema(ge=0, le=MAX_COUNT)",
       "a count sent as a string or 12.5 is accepted by the fast path, unchecked"),
@@ -274,6 +283,7 @@ TESTS: dict[str, list[str]] = {
     "limiter": ["tests/test_mutants_limiter.py", "tests/test_hfetch_fetch.py", "tests/test_analytics_sync.py"],
     "analytics": ["tests/test_analytics_validate.py", "tests/test_analytics_sync.py", "tests/test_hfetch_fetch.py"],
     "analytics writes": ["tests/test_hfetch_fetch.py", "tests/test_analytics_sync.py"],
+    "analytics rows": ["tests/test_analytics_rows.py", "tests/test_analytics_sync.py"],
     "exit codes": ["tests/test_oracle_exit.py", _E2E, "tests/test_report.py", "tests/test_daemon.py", "tests/test_breakdowns.py"],
 }
 # Slow and beside the point of any mutant here (charts, a 3 s stall, load, big SIGTERM runs).
@@ -290,7 +300,7 @@ MODULES = list(TESTS)
 FILES = {"validate": [V], "warehouse": [W], "sync": [S], "query": [Q], "status": [ST], "client": [C], "db": [D],
          "exit codes": ["etl/errors.py", "etl/lock.py"], "summaries": ["etl/summaries.py"], "rawstore": ["etl/rawstore.py"],
          "limiter": ["etl/analytics.py"], "analytics": ["etl/validate_analytics.py"],
-         "analytics writes": ["etl/analytics.py"]}
+         "analytics writes": ["etl/analytics.py"], "analytics rows": ["etl/analytics.py"]}
 
 _SWAPS: dict[type, type] = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
                             ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
