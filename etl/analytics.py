@@ -41,7 +41,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -345,6 +345,39 @@ class _Silent:
         pass
 
 
+class DeferredProgress:
+    """An ``AnalyticsProgress`` for a run started before its display exists: what the run
+    reports is kept, in order, until ``attach`` hands it on, and handed on as it comes after."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._target: AnalyticsProgress | None = None
+        self._kept: list[tuple[str, tuple[Any, ...]]] = []
+
+    def attach(self, target: AnalyticsProgress) -> None:
+        with self._lock:
+            for name, args in self._kept:
+                getattr(target, name)(*args)
+            self._kept.clear()
+            self._target = target
+
+    def _say(self, name: str, *args: Any) -> None:
+        with self._lock:
+            if self._target is None:
+                self._kept.append((name, args))
+                return
+        getattr(self._target, name)(*args)
+
+    def planned(self, series: str, days: int) -> None:
+        self._say("planned", series, days)
+
+    def fetched(self, series: str, days: int) -> None:
+        self._say("fetched", series, days)
+
+    def loaded(self, series: str) -> None:
+        self._say("loaded", series)
+
+
 @dataclass
 class _Fetch:
     series: Series
@@ -506,12 +539,17 @@ class AnalyticsRun:
     (``abandon`` when ``/activity`` failed). ``write`` writes each series in the calling
     thread as soon as all its answers are in, while the others are still fetching; until
     every series has had its first answer, into one held transaction (``_Writes``).
+
+    ``engine`` None: the warehouse does not exist yet, so nothing is archived and there is
+    nothing to read. A first sync starts its run so, before the warehouse is created and
+    migrated (``cli``), and passes the engine to ``write``.
     """
 
     def __init__(
-        self, engine: Engine, client: OpenRouterClient, settings: SyncConfig, today: date, *, refetch_days: int | None,
+        self, engine: Engine | None, client: OpenRouterClient, settings: SyncConfig, today: date, *, refetch_days: int | None,
         stop: threading.Event, rate_window: float = 60.0, progress: AnalyticsProgress | None = None,
     ) -> None:
+        self.today = today
         self._engine, self._stop = engine, stop
         self._started = time.monotonic()
         self._progress = progress or _Silent()
@@ -536,12 +574,17 @@ class AnalyticsRun:
         self._pool.shutdown(wait=True)
 
     def write(self, *, run_id: int | None, now: Callable[[], datetime],
-              on_series: Callable[[SeriesResult], None] = lambda _: None) -> AnalyticsResult:
-        """Write every series as its answers come in; the result once all are written (or skipped)."""
+              on_series: Callable[[SeriesResult], None] = lambda _: None, engine: Engine | None = None) -> AnalyticsResult:
+        """Write every series as its answers come in; the result once all are written (or skipped).
+
+        Into ``engine``, or the engine the run was made with."""
+        engine = engine or self._engine
+        if engine is None:
+            raise RuntimeError("bug: an analytics run made before its warehouse existed is written without an engine")
         outcomes, keys, gate, progress = self._outcomes, self._keys, self._gate, self._progress
         result = AnalyticsResult()
         result.series = list(outcomes.values())
-        writes = _Writes(self._engine)
+        writes = _Writes(engine)
         held: list[str] = []  # series loaded into the held transaction, reported when it commits
 
         def report(name: str) -> None:
@@ -592,7 +635,7 @@ def _unavailable(exc: ArchiveError) -> _Unavailable:
 
 
 def _run_series(
-    engine: Engine, client: OpenRouterClient, series: Series, settings: SyncConfig, today: date, refetch_days: int | None,
+    engine: Engine | None, client: OpenRouterClient, series: Series, settings: SyncConfig, today: date, refetch_days: int | None,
     keys: _Keys, stop: threading.Event, halt: threading.Event, gate: _Gate, limiter: RateLimiter, in_flight: threading.Semaphore,
     outcome: SeriesResult, progress: AnalyticsProgress,
 ) -> list[_Fetch] | None:
@@ -641,13 +684,17 @@ def _subjects(name: str, settings: SyncConfig, keys: list[dict[str, Any]]) -> li
     return sorted({k["workspace_id"] for k in keys if k.get("workspace_id")})
 
 
-def _plan_series(engine: Engine, series: Series, subjects: list[str], today: date, refetch_days: int | None, limit: int) -> list[_Fetch]:
-    """Requests per subject: runs of consecutive days to fetch, cut to fit ``limit`` where the rows per day are known."""
+def _plan_series(
+    engine: Engine | None, series: Series, subjects: list[str], today: date, refetch_days: int | None, limit: int,
+) -> list[_Fetch]:
+    """Requests per subject: runs of consecutive days to fetch, cut to fit ``limit`` where the rows per day are known.
+
+    ``engine`` None: no warehouse yet, nothing archived."""
     first, last = series_range(today, series.reach)
     todo: list[_Fetch] = []
-    with engine.connect() as conn:
+    with engine.connect() if engine is not None else nullcontext() as conn:
         for subject in subjects:
-            have = _archived(conn, series.name, subject, first.isoformat(), last.isoformat())
+            have = _archived(conn, series.name, subject, first.isoformat(), last.isoformat()) if conn is not None else {}
             for start, end in runs(plan_days(today, series.reach, have, refetch_days)):
                 for a, b in size_ranges(start, end, have, limit):
                     todo.append(_Fetch(series, subject, a, b, oldest=a == first))

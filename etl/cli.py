@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Engine
 
+    from etl.analytics import AnalyticsProgress, AnalyticsRun
     from etl.client import OpenRouterClient
     from etl.config import Config
     from etl.sync import SyncReport
@@ -291,20 +292,28 @@ def _run_and_report(
     app: App, trigger: str, plan: Callable[[Engine, Any], list[Any]], api_key: str | None = None,
     subject_plan: Callable[[set[str]], list[Any]] | None = None, guard: Callable[[], None] | None = None,
 ) -> SyncReport:
+    from etl.analytics import DeferredProgress
     from etl.render import DayPrinter, describe_report
     from etl.sync import run_sync
 
     with app.writer_lock():
         if guard is not None:  # checked under the lock, before anything is migrated
             guard()
-        engine = app.engine()
         with app.client(api_key) as client:
-            days = plan(engine, app.config)
-            with _collector_skips_what_exists(), DayPrinter(len(days), quiet=app.quiet) as printer:
-                report = run_sync(
-                    engine, client, days, trigger=trigger, on_day=printer, settings=app.config.sync, subject_plan=subject_plan,
-                    analytics_progress=printer,
-                )
+            progress = DeferredProgress()
+            early = _analytics_before_the_warehouse(app, client, trigger, progress)
+            try:
+                engine = app.engine()
+                days = plan(engine, app.config)
+                with _collector_skips_what_exists(), DayPrinter(len(days), quiet=app.quiet) as printer:
+                    progress.attach(printer)
+                    report = run_sync(
+                        engine, client, days, trigger=trigger, on_day=printer, settings=app.config.sync, subject_plan=subject_plan,
+                        analytics_progress=printer, analytics=early,
+                    )
+            finally:
+                if early is not None:
+                    early.abandon()  # the warehouse could not be made, or the run ended: nothing more is fetched
     click.echo(describe_report(report))
     for breakdown in report.breakdowns:
         click.echo(breakdown.describe())
@@ -313,6 +322,26 @@ def _run_and_report(
     if report.error:
         raise ArchiveError(report.error)
     return report
+
+
+def _analytics_before_the_warehouse(app: App, client: OpenRouterClient, trigger: str, progress: AnalyticsProgress) -> AnalyticsRun | None:
+    """A first sync's Analytics API series, fetching before its warehouse is created and migrated.
+
+    A year of history is most of a first sync's requests, and a warehouse that does not
+    exist yet holds none of it: what to fetch is known without it (everything), so the
+    requests need not wait for the file and the migrations (``AnalyticsRun`` with no
+    engine). Any other run plans from what its warehouse holds, once it is migrated.
+    """
+    import threading
+
+    from etl.analytics import AnalyticsRun
+    from etl.db import new_sqlite_file
+    from etl.window import utc_today
+
+    settings = app.config.sync
+    if trigger != "sync" or not settings.analytics_series or not new_sqlite_file(app.config.warehouse_url):
+        return None
+    return AnalyticsRun(None, client, settings, utc_today(), refetch_days=settings.refetch_days, stop=threading.Event(), progress=progress)
 
 
 def _plan_sync(engine: Engine, config: Config) -> list[Any]:

@@ -113,6 +113,24 @@ def sqlite_file(database: str | None) -> Path | None:
     return Path(database).expanduser()
 
 
+def new_sqlite_file(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist yet, or is empty: a warehouse
+    that holds nothing, so that what a run would read from it is known without opening it."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    file = sqlite_file(parsed.database) if parsed.get_backend_name() == "sqlite" else None
+    if file is None:
+        return False
+    try:
+        return file.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # unreadable: opening it says why
+
+
 def sqlite_in_memory(url: str) -> bool:
     """Whether ``url`` names a SQLite database in memory (``sqlite://``, ``:memory:``,
     ``mode=memory``), which keeps nothing once the process ends; False for any other URL."""

@@ -139,6 +139,7 @@ def run_sync(
     settings: SyncConfig | None = None,
     subject_plan: Callable[[set[str]], list[date]] | None = None,
     analytics_progress: AnalyticsProgress | None = None,
+    analytics: AnalyticsRun | None = None,
 ) -> SyncReport:
     """Fetch, validate and load ``days``; every day is archived whole or not at all.
 
@@ -147,7 +148,10 @@ def run_sync(
     Setting ``stop`` ends the run between two days (or during a retry wait); the day being
     written is committed first. With ``settings.breakdowns``, the same run then archives
     each breakdown, fetching for every subject the days ``subject_plan`` picks from the
-    days already archived for it.
+    days already archived for it. ``analytics``: the Analytics API's series, already
+    fetching (a first sync starts them before its warehouse exists); by default they start
+    here, with ``settings.analytics_series``. Either way they are this run's: written after
+    ``/activity``, or abandoned.
     """
     stop = stop or threading.Event()
     today = now().date()
@@ -156,9 +160,15 @@ def run_sync(
         run_id = warehouse.start_run(engine, trigger, now())
     ctx = RunContext(engine, client, run_id, now, stop)
     report = SyncReport(run_id, trigger, [d.isoformat() for d in days])
-    # The Analytics API is fetched from now on, beside /activity (its threads only read the
-    # warehouse); it is written after /activity, or abandoned if /activity failed.
-    analytics = _start_analytics(ctx, settings, trigger, days, today, analytics_progress) if settings and settings.analytics_series else None
+    # The Analytics API is fetched from now on (or since before the warehouse existed),
+    # beside /activity (its threads only read the warehouse); it is written after
+    # /activity, or abandoned if /activity failed.
+    if analytics is not None and analytics.today != today:
+        # Started before midnight, UTC: its days end a day short of this run's. Asked again.
+        analytics.abandon()
+        analytics = None
+    if analytics is None and settings and settings.analytics_series:
+        analytics = _start_analytics(ctx, settings, trigger, days, today, analytics_progress)
     try:
         try:
             _Account(ctx, report, on_day, completed_window(today)).fetch(days)
@@ -206,7 +216,7 @@ def _start_analytics(
 def _archive_analytics(ctx: RunContext, analytics: AnalyticsRun, report: SyncReport) -> None:
     try:
         with _writing(ctx.engine):
-            report.analytics = analytics.write(run_id=ctx.run_id, now=ctx.now)
+            report.analytics = analytics.write(run_id=ctx.run_id, now=ctx.now, engine=ctx.engine)
     except ArchiveError as exc:  # days already written stay; the next sync fetches the rest
         report.error = f"analytics: {exc}"
         report.interrupted = isinstance(exc, Interrupted)

@@ -231,6 +231,13 @@ MUTANTS: tuple[Mutant, ...] = (
       "one model under two labels of a key is stored twice, the split between them guessed"),
     m("analytics rows", "etl/analytics.py", "    tail = tuple(stamp[name] if process is None else process(stamp[name])",
       "    tail = tuple(stamp[name] if True else process(stamp[name])", "the stamp is bound without its column's processor"),
+    # -- a first sync's series, fetching before its warehouse exists
+    m("analytics writes", "etl/cli.py", "    if trigger != \"sync\" or not settings.analytics_series or not new_sqlite_file(app.config.warehouse_url):",
+      "    if True:", "a first sync's series wait for its warehouse to be created and migrated"),
+    m("analytics writes", S, "    if analytics is not None and analytics.today != today:", "    if False:",
+      "a series run started before midnight is written a day short"),
+    m("analytics writes", "etl/cli.py", "                    early.abandon()  # the warehouse could not be made", "                    pass  # the warehouse could not be made",
+      "a first sync whose warehouse cannot be made leaves its series fetching"),
     # -- analytics answers: the compiled fast path and the row by row checks behind it
     m("analytics", VA, "COUNT: cs.int_schema(strict=True, ge=0, le=MAX_COUNT)", "COUNT: cs.int_schema(ge=0, le=MAX_COUNT)",
       "a count sent as a string or 12.5 is accepted by the fast path, unchecked"),

@@ -15,9 +15,11 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from click.testing import CliRunner
 
 from conftest import FAST_CONFIG, KEY, query
 from etl import migrate
+from etl.cli import cli
 from etl.analytics import RateLimiter, run_analytics, size_ranges
 from etl.client import OpenRouterClient, RetryPolicy
 from etl.config import SyncConfig
@@ -350,6 +352,87 @@ def test_the_analytics_api_is_fetched_while_activity_is_still_answering(dataset,
     assert len(queries) == 2 and max(queries) < activity + 1.5  # both asked while /activity was held
     assert query(warehouse_url, "SELECT count(*) FROM archived_days") == [(30,)]
     assert query(warehouse_url, "SELECT count(DISTINCT series) FROM archived_analytics_days") == [(2,)]
+
+
+def _asked(server: StandIn) -> int:
+    return sum(r.path.endswith("/analytics/query") for r in server.requests)
+
+
+def test_a_first_sync_asks_for_its_year_before_the_warehouse_exists(dataset, tmp_path, monkeypatch, run):
+    # A warehouse that does not exist yet holds nothing: the series' plan needs no warehouse,
+    # so their requests go out before the file is created and migrated. The migration here
+    # waits (up to 10 s) for the stand-in to have answered one; before, none came until after
+    # it. A second sync plans from what the warehouse holds: after its migration, as before.
+    url = f"sqlite:///{tmp_path / 'new' / 'archive.db'}"
+    upgrade = migrate.upgrade
+    asked_before_migrating: list[int] = []
+    with StandIn(dataset, management_key=KEY) as server:
+        configure(monkeypatch, tmp_path, server, url, series_config(dataset, ["account", "provider", "key"]))
+
+        def upgrade_once_asked(engine, revision="head"):
+            deadline = time.monotonic() + 10
+            while not asked_before_migrating and not _asked(server) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            asked_before_migrating.append(_asked(server))
+            return upgrade(engine, revision)
+
+        monkeypatch.setattr(migrate, "upgrade", upgrade_once_asked)
+        first = run("sync")
+        before_second = _asked(server)
+        second = run("sync")
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert asked_before_migrating[0] >= 1
+    assert asked_before_migrating[1] == before_second  # the second sync's series start after its migration
+    assert query(url, "SELECT count(*) FROM archived_analytics_days WHERE series = 'account'") == [(365,)]
+    assert query(url, "SELECT count(DISTINCT subject) FROM archived_analytics_days WHERE series = 'key'") == [(len(dataset.api_keys),)]
+    assert "analytics key: 3 subject(s)" in first.stdout
+
+
+def test_a_first_sync_whose_warehouse_cannot_be_made_stops_its_series(dataset, tmp_path, monkeypatch, run):
+    # The series of a first sync fetch before its warehouse exists; if it cannot be made (a
+    # full disk during the migrations, here), the sync fails with one line and nothing is left
+    # fetching behind it. One request a minute: the other series are waiting for the rate
+    # limiter when the migration fails.
+    from etl.errors import WarehouseError
+
+    with StandIn(dataset, management_key=KEY) as server:
+        configure(monkeypatch, tmp_path, server, f"sqlite:///{tmp_path / 'archive.db'}",
+                  series_config(dataset, ["account", "provider", "key"], "analytics_requests_per_minute = 1\n"))
+
+        def disk_full(engine, revision="head"):
+            deadline = time.monotonic() + 10
+            while not _asked(server) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            raise WarehouseError("warehouse archive.db: database or disk is full")
+
+        monkeypatch.setattr(migrate, "upgrade", disk_full)
+        result = CliRunner().invoke(cli, ["sync"])
+        asked = _asked(server)
+        alive = [t.name for t in threading.enumerate() if t.name.startswith(("series", "analytics"))]
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == ["Error: warehouse archive.db: database or disk is full"]
+    assert asked == 1  # the first request; the others never went out
+    assert not alive
+
+
+def test_a_run_started_before_midnight_is_asked_again_for_the_new_day(dataset, tmp_path):
+    # A series run made before midnight (UTC) and written by a sync after it would end a
+    # day short; run_sync abandons it and asks again with its own day.
+    from etl.analytics import AnalyticsRun
+    from etl.sync import run_sync
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'midnight.db'}")
+    migrate.upgrade(engine)
+    settings = SyncConfig(analytics_series=("account",))
+    with StandIn(dataset, management_key=KEY) as server:
+        with OpenRouterClient(server.base_url, KEY, retry=RetryPolicy(max_attempts=1)) as client:
+            early = AnalyticsRun(None, client, settings, TODAY - timedelta(days=1), refetch_days=settings.refetch_days,
+                                 stop=threading.Event())
+            report = run_sync(engine, client, [], trigger="sync", settings=settings, analytics=early)
+    marked = [d for (d,) in query(f"sqlite:///{tmp_path / 'midnight.db'}", "SELECT date FROM archived_analytics_days ORDER BY date")]
+    engine.dispose()
+    assert report.analytics is not None and report.analytics.ok, report.analytics
+    assert marked == YEAR  # up to yesterday, not the day before
 
 
 def test_a_failed_activity_request_writes_nothing_of_the_analytics_api(dataset, warehouse_url, tmp_path, monkeypatch, run):
